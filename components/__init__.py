@@ -1,0 +1,1 @@
+"""Components of the openstack-multiregion program (one ComponentResource per module)."""

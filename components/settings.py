@@ -1,0 +1,320 @@
+"""The stack's configuration, parsed once into a validated model.
+
+Every mistake raises ConfigError naming the key, the bad value and what is
+expected, before any resource is registered. Secrets are only checked for
+presence here; their values stay inside Pulumi secret Outputs.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+import pulumi
+
+NAMESPACE = "openstack-multiregion"
+
+# service type -> (service name, port, path) as seed 000 registers them.
+SERVICE_CATALOG: dict[str, tuple[str, int, str]] = {
+    "image": ("glance", 9292, ""),
+    "network": ("neutron", 9696, ""),
+    "compute": ("nova", 8774, "/v2.1"),
+    "placement": ("placement", 8778, ""),
+    "volumev3": ("cinderv3", 8776, "/v3/%(project_id)s"),
+    "volumev2": ("cinderv2", 8776, "/v2/%(project_id)s"),  # legacy releases only
+}
+# service type -> the service user that authenticates for it.
+SERVICE_USER = {"image": "glance", "network": "neutron", "compute": "nova", "placement": "placement",
+                 "volumev3": "cinder", "volumev2": "cinder"}
+INTERFACES = ("public", "internal", "admin")
+ROLES = ("controller", "compute")
+SECRET_KEYS = ("adminPassword", "servicePassword", "sshPrivateKey")
+KNOWN_KEYS = {"region", "keystone", "services", "nodes", "endpointAddress", "nodeRoot", "serviceManager",
+              "serviceUsers", "identity", "virtualenv", *SECRET_KEYS}
+
+_REGION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+$")
+_STACK = re.compile(r"^([A-Za-z0-9_.-]+/){0,2}[A-Za-z0-9_.-]+$")
+
+
+class ConfigError(pulumi.RunError):
+    """A configuration mistake; printed as one clear line, without a traceback."""
+
+    def __init__(self, key: str, value: Any, expected: str):
+        shown = value if isinstance(value, str) else json.dumps(value)
+        super().__init__(f"config {NAMESPACE}:{key} = {shown!s}: expected {expected}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    address: str
+    roles: tuple[str, ...]
+    host_key: str
+    ssh_port: int = 22
+    ssh_user: str = "root"
+
+
+@dataclass(frozen=True)
+class KeystoneSpec:
+    node: Optional[str] = None  # this stack hosts Keystone on that node
+    stack: Optional[str] = None  # use the Keystone of that stack
+    port: int = 5000
+
+
+@dataclass(frozen=True)
+class ProjectSpec:
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    name: str
+    description: str = ""
+    projects: tuple[ProjectSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    region: str
+    keystone: KeystoneSpec
+    services: tuple[str, ...]
+    nodes: tuple[NodeSpec, ...]
+    endpoint_address: Optional[str]
+    node_root: str
+    service_manager: str
+    service_users: str
+    domains: tuple[DomainSpec, ...] = field(default=())
+    virtualenv: Optional[str] = None
+    secrets_present: frozenset[str] = frozenset()
+
+    @property
+    def hosts_keystone(self) -> bool:
+        return self.keystone.node is not None
+
+    @property
+    def controllers(self) -> tuple[NodeSpec, ...]:
+        return tuple(n for n in self.nodes if "controller" in n.roles)
+
+    def node(self, name: str) -> NodeSpec:
+        return next(n for n in self.nodes if n.name == name)
+
+    @property
+    def service_address(self) -> str:
+        """Where this region's APIs answer: the VIP/endpoint address or the first controller."""
+        return self.endpoint_address or self.controllers[0].address
+
+    def node_root_for(self, node: str) -> str:
+        return self.node_root.replace("{node}", node)
+
+
+# --- small validators ------------------------------------------------------------
+
+def _decode(key: str, raw: Any) -> Any:
+    """Structured config arrives as JSON text from the engine."""
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            raise ConfigError(key, raw, "a YAML/JSON object or list") from None
+    return raw
+
+
+def _is_address(value: Any) -> bool:
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        # A name made only of digits and dots is a malformed IPv4 address, not a host name.
+        return bool(_HOSTNAME.match(value)) and not re.fullmatch(r"[0-9.]+", value)
+
+
+def _only_keys(key: str, obj: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", obj[unknown[0]], f"one of the known keys: {', '.join(sorted(allowed))}")
+
+
+def _port(key: str, value: Any) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+        raise ConfigError(key, value, "a TCP port from 1 to 65535")
+    return value
+
+
+def _parse_region(raw: Mapping[str, Any]) -> str:
+    if "region" not in raw:
+        raise ConfigError("region", "(unset)", "a Keystone region id such as RegionTwo")
+    region = raw["region"]
+    if not isinstance(region, str) or not _REGION_ID.match(region):
+        raise ConfigError("region", region, "a Keystone region id: letters, digits, '.', '_' or '-', "
+                                            "starting with a letter or digit, at most 255 characters")
+    return region
+
+
+def _parse_nodes(raw: Mapping[str, Any]) -> tuple[NodeSpec, ...]:
+    items = _decode("nodes", raw.get("nodes", "[]"))
+    if not isinstance(items, list):
+        raise ConfigError("nodes", items, "a list of {name, address, roles, hostKey, sshPort?, sshUser?}")
+    nodes, seen_names, seen_targets = [], set(), set()
+    for i, item in enumerate(items):
+        k = f"nodes[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(k, item, "an object {name, address, roles, hostKey, sshPort?, sshUser?}")
+        _only_keys(k, item, {"name", "address", "roles", "hostKey", "sshPort", "sshUser"})
+        name = item.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigError(f"{k}.name", name, "a node name of lowercase letters, digits and '-'")
+        if name in seen_names:
+            raise ConfigError(f"{k}.name", name, "a name not used by another node (node names must be unique)")
+        seen_names.add(name)
+        address = item.get("address")
+        if not _is_address(address):
+            raise ConfigError(f"{k}.address", address, "an IPv4/IPv6 address or a DNS host name")
+        roles = item.get("roles")
+        if not isinstance(roles, list) or not roles or any(r not in ROLES for r in roles):
+            raise ConfigError(f"{k}.roles", roles, f"a non-empty list of roles from: {', '.join(ROLES)}")
+        host_key = item.get("hostKey")
+        if not isinstance(host_key, str) or not _HOST_KEY.match(" ".join(host_key.split()[:2])):
+            raise ConfigError(f"{k}.hostKey", host_key, "the node's SSH host public key, e.g. 'ssh-ed25519 AAAA...' "
+                                                       "(ssh-keyscan prints it)")
+        port = _port(f"{k}.sshPort", item.get("sshPort", 22))
+        user = item.get("sshUser", "root")
+        if not isinstance(user, str) or not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user):
+            raise ConfigError(f"{k}.sshUser", user, "a POSIX user name")
+        if (address, port) in seen_targets:
+            raise ConfigError(f"{k}.address", address, "an address/port not used by another node")
+        seen_targets.add((address, port))
+        nodes.append(NodeSpec(name=name, address=address, roles=tuple(roles),
+                              host_key=" ".join(host_key.split()[:2]), ssh_port=port, ssh_user=user))
+    return tuple(nodes)
+
+
+def _parse_keystone(raw: Mapping[str, Any], nodes: tuple[NodeSpec, ...]) -> KeystoneSpec:
+    expected = "exactly one of {node: <node name>} (this stack hosts Keystone) or {stack: <stack name>}"
+    if "keystone" not in raw:
+        raise ConfigError("keystone", "(unset)", expected)
+    ks = _decode("keystone", raw["keystone"])
+    if not isinstance(ks, dict):
+        raise ConfigError("keystone", ks, expected)
+    _only_keys("keystone", ks, {"node", "stack", "port"})
+    if ("node" in ks) == ("stack" in ks):
+        raise ConfigError("keystone", ks, expected)
+    if "node" in ks:
+        names = [n.name for n in nodes]
+        if ks["node"] not in names:
+            raise ConfigError("keystone.node", ks["node"], f"the name of a node in 'nodes' ({', '.join(names) or 'none defined'})")
+        return KeystoneSpec(node=ks["node"], port=_port("keystone.port", ks.get("port", 5000)))
+    if not isinstance(ks["stack"], str) or not _STACK.match(ks["stack"]):
+        raise ConfigError("keystone.stack", ks["stack"], "a stack name such as region-one or org/project/region-one")
+    if "port" in ks:
+        raise ConfigError("keystone.port", ks["port"], "no port with {stack: ...}: the URL comes from that stack")
+    return KeystoneSpec(stack=ks["stack"])
+
+
+def _parse_services(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    services = _decode("services", raw.get("services", "[]"))
+    if not isinstance(services, list):
+        raise ConfigError("services", services, f"a list of service types from: {', '.join(SERVICE_CATALOG)}")
+    for i, s in enumerate(services):
+        if s not in SERVICE_CATALOG:
+            raise ConfigError(f"services[{i}]", s, f"a service type from: {', '.join(SERVICE_CATALOG)}")
+    if len(set(services)) != len(services):
+        raise ConfigError("services", services, "each service type at most once")
+    return tuple(services)
+
+
+def _parse_domains(raw: Mapping[str, Any]) -> tuple[DomainSpec, ...]:
+    identity = _decode("identity", raw.get("identity", "{}"))
+    if not isinstance(identity, dict):
+        raise ConfigError("identity", identity, "an object {domains: [...]}")
+    _only_keys("identity", identity, {"domains"})
+    domains = identity.get("domains", [])
+    if not isinstance(domains, list):
+        raise ConfigError("identity.domains", domains, "a list of {name, description?, projects?}")
+    result, seen = [], set()
+    for i, d in enumerate(domains):
+        k = f"identity.domains[{i}]"
+        if not isinstance(d, dict) or not isinstance(d.get("name"), str) or not d["name"]:
+            raise ConfigError(k, d, "an object with a non-empty 'name'")
+        _only_keys(k, d, {"name", "description", "projects"})
+        if d["name"].lower() in seen:
+            raise ConfigError(f"{k}.name", d["name"], "a domain name not declared twice")
+        seen.add(d["name"].lower())
+        projects, pseen = [], set()
+        for j, p in enumerate(d.get("projects", [])):
+            pk = f"{k}.projects[{j}]"
+            p = {"name": p} if isinstance(p, str) else p
+            if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not p["name"]:
+                raise ConfigError(pk, p, "a project name or {name, description?}")
+            _only_keys(pk, p, {"name", "description"})
+            if p["name"] in pseen:
+                raise ConfigError(f"{pk}.name", p["name"], "a project name not repeated inside one domain")
+            pseen.add(p["name"])
+            projects.append(ProjectSpec(p["name"], str(p.get("description", ""))))
+        result.append(DomainSpec(d["name"], str(d.get("description", "")), tuple(projects)))
+    return tuple(result)
+
+
+def parse(raw: Mapping[str, Any]) -> Settings:
+    """Validate the stack's `openstack-multiregion:*` config (keys without the namespace)."""
+    unknown = sorted(set(raw) - KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(unknown[0], raw[unknown[0]], f"one of the known keys: {', '.join(sorted(KNOWN_KEYS))}")
+    region = _parse_region(raw)
+    nodes = _parse_nodes(raw)
+    keystone = _parse_keystone(raw, nodes)
+    services = _parse_services(raw)
+    if services and not any("controller" in n.roles for n in nodes) and "endpointAddress" not in raw:
+        raise ConfigError("nodes", [n.name for n in nodes], "at least one node with role 'controller' "
+                                                            "(or endpointAddress) when services are configured")
+    endpoint_address = raw.get("endpointAddress")
+    if endpoint_address is not None and not _is_address(endpoint_address):
+        raise ConfigError("endpointAddress", endpoint_address, "an IPv4/IPv6 address or a DNS host name")
+    node_root = raw.get("nodeRoot", "/")
+    if not isinstance(node_root, str) or not node_root.startswith("/") or ".." in node_root.split("/"):
+        raise ConfigError("nodeRoot", node_root, "an absolute path without '..' (may contain {node})")
+    manager = raw.get("serviceManager", "systemd")
+    if manager not in ("systemd", "none"):
+        raise ConfigError("serviceManager", manager, "'systemd' (real nodes) or 'none' (supervised processes)")
+    virtualenv = raw.get("virtualenv")
+    if virtualenv is not None and (not isinstance(virtualenv, str) or not virtualenv.startswith("/")):
+        raise ConfigError("virtualenv", virtualenv, "an absolute path on the nodes")
+    if manager == "none" and virtualenv is None and (keystone.node or services):
+        raise ConfigError("serviceManager", manager, "'systemd', or also set 'virtualenv' to the Python "
+                                                     "environment that runs the services on the nodes")
+    service_users = raw.get("serviceUsers", "per-region")
+    if service_users not in ("per-region", "shared"):
+        raise ConfigError("serviceUsers", service_users, "'per-region' (e.g. nova-RegionTwo) or 'shared' (nova)")
+    present = frozenset(k for k in SECRET_KEYS if raw.get(k))
+    needed = [("adminPassword", keystone.node is not None), ("servicePassword", bool(services)),
+              ("sshPrivateKey", bool(nodes))]
+    for key, required in needed:
+        if required and key not in present:
+            raise ConfigError(key, "(unset)", f"a secret: pulumi config set --secret {key} <value>")
+    return Settings(region=region, keystone=keystone, services=services, nodes=nodes,
+                    endpoint_address=endpoint_address, node_root=node_root.rstrip("/") or "/",
+                    service_manager=manager, service_users=service_users, domains=_parse_domains(raw),
+                    virtualenv=virtualenv, secrets_present=present)
+
+
+def raw_stack_config() -> dict[str, Any]:
+    """This project's config keys (namespace stripped), as the engine passed them."""
+    from pulumi.runtime import config as runtime_config
+
+    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    prefix = NAMESPACE + ":"
+    return {k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix)}
+
+
+def secret(key: str) -> pulumi.Output[str]:
+    return pulumi.Config(NAMESPACE).require_secret(key)
