@@ -5,6 +5,7 @@
     sandbox.py status                               what runs, exit 1 if anything is down
     sandbox.py down [--purge]                       stop everything (idempotent)
     sandbox.py env                                  shell exports for the Pulumi CLI
+    sandbox.py stack-config region-two              write the stack's config for this sandbox
 
 Everything binds to one /24 inside 127.0.0.0/8: nodes at <subnet>.1..N (sshd on
 port 2222), the standalone Keystone at <subnet>.250:5000. The sandbox directory
@@ -346,17 +347,86 @@ def cmd_env(args) -> int:
     return 0
 
 
+# --- stack configuration for the sandbox -------------------------------------
+
+NUMBERS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+REGION_SERVICES = ["image", "network", "compute", "placement", "volumev3"]
+
+
+def region_index(stack: str) -> int:
+    """region-one -> 1, region-two -> 2, region-7 -> 7."""
+    suffix = stack.removeprefix("region-")
+    if suffix.isdigit():
+        return int(suffix)
+    if suffix in NUMBERS:
+        return NUMBERS.index(suffix) + 1
+    raise SystemExit(f"[sandbox] stack name {stack!r}: expected region-<n> or region-<one..ten>")
+
+
+def stack_config(sb: Sandbox, stack: str) -> dict:
+    """Region n runs on nodes 2n-1 (controller) and 2n (compute); region-one hosts Keystone."""
+    n = region_index(stack)
+    names = [f"node{2 * n - 1}", f"node{2 * n}"]
+    by_name = {node.name: node for node in sb.nodes}
+    missing = [m for m in names if m not in by_name]
+    if missing:
+        raise SystemExit(f"[sandbox] {stack} needs {', '.join(missing)}: run 'sandbox.py up --nodes {2 * n}'")
+    ns = "openstack-multiregion"
+    nodes = [{"name": m, "address": by_name[m].address, "sshPort": by_name[m].port, "hostKey": by_name[m].host_key,
+              "roles": ["controller"] if i == 0 else ["compute"]} for i, m in enumerate(names)]
+    return {
+        f"{ns}:region": "RegionOne" if n == 1 else f"Region{NUMBERS[n - 1].capitalize() if n <= 10 else n}",
+        f"{ns}:keystone": {"node": names[0]} if n == 1 else {"stack": "region-one"},
+        f"{ns}:services": REGION_SERVICES,
+        f"{ns}:nodes": nodes,
+        f"{ns}:nodeRoot": sb.node_root_template,
+        f"{ns}:serviceManager": "none",
+        f"{ns}:virtualenv": sys.prefix,
+    }
+
+
+def cmd_stack_config(args) -> int:
+    """Write <sandbox>/stacks/Pulumi.<stack>.yaml; secrets go in through stdin, encrypted."""
+    import yaml
+
+    sb = load_or_exit(args)
+    target = sb.path / "stacks" / f"Pulumi.{args.stack}.yaml"
+    target.parent.mkdir(exist_ok=True)
+    existing = yaml.safe_load(target.read_text()) if target.exists() else {}
+    config = dict((existing or {}).get("config", {}))
+    config.update(stack_config(sb, args.stack))
+    document = dict(existing or {}, config=config)
+    target.write_text(yaml.safe_dump(document, sort_keys=True))
+    env = dict(os.environ, PULUMI_BACKEND_URL=f"file://{sb.path / 'state'}",
+               PULUMI_CONFIG_PASSPHRASE_FILE=str(sb.path / "passphrase"))
+    subprocess.run(["pulumi", "stack", "select", "--create", args.stack], cwd=REPO, env=env, check=True,
+                   capture_output=True)
+    secrets_wanted = {"sshPrivateKey": sb.private_key_file.read_text(), "servicePassword": secrets.token_urlsafe(24)}
+    if region_index(args.stack) == 1:
+        secrets_wanted["adminPassword"] = secrets.token_urlsafe(24)
+    for key, value in secrets_wanted.items():
+        if f"openstack-multiregion:{key}" in config:
+            continue  # keep existing secrets: a rerun must not rotate them
+        subprocess.run(["pulumi", "config", "set", "--secret", "--config-file", str(target), "--stack", args.stack,
+                        f"openstack-multiregion:{key}"], input=value, text=True, cwd=REPO, env=env, check=True,
+                       capture_output=True)
+    print(target)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", help="sandbox directory (default: $OMR_SANDBOX or .sandbox)")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up")
-    up.add_argument("--nodes", type=int, default=4)
+    up.add_argument("--nodes", type=int, default=4, help="how many nodes at least (default 4)")
     up.add_argument("--subnet", default=None, help="first three octets inside 127.0.0.0/8")
     sub.add_parser("status")
     down = sub.add_parser("down")
     down.add_argument("--purge", action="store_true", help="also delete the sandbox directory")
     sub.add_parser("env")
+    sc = sub.add_parser("stack-config")
+    sc.add_argument("stack", help="region-one, region-two, ...")
     args = p.parse_args(argv)
     if args.cmd == "up":
         args.subnet_given = args.subnet is not None
@@ -364,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         octets = args.subnet.split(".")
         if len(octets) != 3 or octets[0] != "127" or not all(o.isdigit() and int(o) < 256 for o in octets):
             raise SystemExit(f"[sandbox] --subnet {args.subnet!r}: expected three octets inside 127.0.0.0/8, e.g. 127.0.1")
-    return {"up": cmd_up, "status": cmd_status, "down": cmd_down, "env": cmd_env}[args.cmd](args)
+    return {"up": cmd_up, "status": cmd_status, "down": cmd_down, "env": cmd_env, "stack-config": cmd_stack_config}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,52 @@
+"""openstack-multiregion: one stack per region around ONE shared Keystone.
+
+The stack that hosts Keystone (`keystone: {node: ...}`) builds the AdminRegion;
+every stack, that one included, registers its own region through ServiceRegion.
+Other stacks find the shared Keystone through a StackReference.
+"""
+import pulumi
+
+from components.admin_region import AdminRegion, AdminRegionArgs
+from components.service_region import ServiceRegion, ServiceRegionArgs
+from components.settings import parse, raw_stack_config, secret
+
+settings = parse(raw_stack_config())  # raises a one-line ConfigError before any resource
+ssh_key = secret("sshPrivateKey") if settings.nodes else None
+service_password = secret("servicePassword") if settings.services else None
+
+
+def stack_reference_name(name: str) -> str:
+    return name if "/" in name else f"{pulumi.get_organization()}/{pulumi.get_project()}/{name}"
+
+
+if settings.hosts_keystone:
+    admin = AdminRegion("admin", AdminRegionArgs(settings=settings, admin_password=secret("adminPassword"),
+                                                 service_password=service_password, ssh_private_key=ssh_key))
+    keystone_url, auth = pulumi.Output.from_input(admin.keystone_url), admin.auth
+    service_ids, service_project_id = admin.service_ids, admin.service_project_id
+    shared_users = settings.service_users == "shared"
+    depends_on = admin.keystone_node.ready
+    pulumi.export("keystone", {"publicUrl": keystone_url, "internalUrl": keystone_url, "adminUrl": keystone_url})
+    pulumi.export("adminAuth", auth)
+    pulumi.export("serviceIds", service_ids)
+    pulumi.export("serviceProjectId", service_project_id)
+    pulumi.export("serviceUsers", settings.service_users)
+    if shared_users:
+        pulumi.export("sharedServicePassword", pulumi.Output.secret(service_password))
+else:
+    ref = pulumi.StackReference(stack_reference_name(settings.keystone.stack))
+    keystone_url = ref.require_output("keystone").apply(lambda k: k["publicUrl"])
+    auth = pulumi.Output.secret(ref.require_output("adminAuth"))
+    service_ids = ref.require_output("serviceIds")
+    service_project_id = ref.require_output("serviceProjectId")
+    shared_users = settings.service_users == "shared"
+    depends_on = []
+
+region = ServiceRegion("region", ServiceRegionArgs(
+    settings=settings, keystone_url=keystone_url, auth=auth, service_ids=service_ids,
+    service_project_id=service_project_id, service_password=service_password,
+    shared_service_users=shared_users, depends_on=depends_on))
+
+pulumi.export("region", settings.region)
+pulumi.export("keystoneUrl", keystone_url)
+pulumi.export("endpoints", region.endpoints)

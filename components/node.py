@@ -1,0 +1,142 @@
+"""One node configured over SSH: software, rendered files, one-off steps, services.
+
+Order on the node: install -> files -> steps (in the given order) -> units.
+A file is pushed only when its content changes; a unit restarts only when a file
+it reads changed (content hashes are its triggers); every restart is appended to
+`<nodeRoot>/var/log/openstack-multiregion/restarts.log`, so an operator (and our
+tests) can see exactly what a change restarted.
+"""
+from __future__ import annotations
+
+import hashlib
+import shlex
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import pulumi
+
+from components.remote import Command
+from components.settings import NodeSpec
+
+RESTART_LOG = "/var/log/openstack-multiregion/restarts.log"
+
+
+@dataclass
+class NodeFile:
+    path: str  # absolute path on the node, before nodeRoot is applied
+    content: pulumi.Input[str]  # a secret Output when it holds a secret
+    mode: str = "0640"
+    group: str = "root"  # set when the group exists on the node (e.g. 'glance')
+
+
+@dataclass
+class NodeStep:
+    """A one-off command, run again only when its triggers or stdin change."""
+
+    name: str
+    command: str
+    stdin: Optional[pulumi.Input[str]] = None
+    triggers: Sequence[pulumi.Input[str]] = ()
+
+
+@dataclass
+class NodeUnit:
+    name: str  # systemd unit, or program name when supervised
+    files: Sequence[str]  # node paths whose change restarts the unit
+    start: str = ""  # with serviceManager 'none': starts it in the background, writing {pidfile}
+    ready_url: Optional[str] = None  # wait until this URL answers after a (re)start
+
+
+@dataclass
+class NodeArgs:
+    spec: NodeSpec
+    private_key: pulumi.Input[str]
+    root: str  # nodeRoot for this node ('/' on real nodes)
+    service_manager: str  # 'systemd' or 'none'
+    install: Optional[str] = None
+    files: Sequence[NodeFile] = ()
+    steps: Sequence[NodeStep] = ()
+    units: Sequence[NodeUnit] = ()
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
+
+
+def content_hash(content: pulumi.Input[str]) -> pulumi.Output[str]:
+    """sha256 of the content; kept secret when the content is."""
+    return pulumi.Output.from_input(content).apply(lambda c: hashlib.sha256(c.encode()).hexdigest())
+
+
+def on_node(root: str, path: str) -> str:
+    return path if root == "/" else root.rstrip("/") + path
+
+
+def _push_file_command(target: str, mode: str, group: str) -> str:
+    t = shlex.quote(target)
+    # Written beside the target and renamed, so a reader never sees half a file;
+    # mktemp creates it 0600, so the content is never world-readable.
+    return (f"set -e; d=$(dirname {t}); mkdir -p \"$d\"; tmp=$(mktemp \"$d/.omr.XXXXXX\"); "
+            f"cat > \"$tmp\"; chmod {mode} \"$tmp\"; "
+            f"chown root:{shlex.quote(group)} \"$tmp\" 2>/dev/null || chown root \"$tmp\"; mv -f \"$tmp\" {t}")
+
+
+class Node(pulumi.ComponentResource):
+    """A node of a region, configured over SSH from its role's files and units."""
+
+    def __init__(self, name: str, args: NodeArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("openstack-multiregion:node:Node", name, None, opts)
+        self._args = args
+        spec = args.spec
+        self.connection = {
+            "node": spec.name, "host": spec.address, "port": spec.ssh_port, "user": spec.ssh_user,
+            "private_key": args.private_key, "host_key": spec.host_key,
+            "dial_error_limit": 3, "per_dial_timeout": 10,
+        }
+        after: list[pulumi.Resource] = list(args.depends_on)
+        if args.install:
+            after = [self._command("install", args.install, depends_on=after)]
+        self.files = {f.path: self._file(f, after) for f in args.files}
+        hashes = {f.path: content_hash(f.content) for f in args.files}
+        after = after + list(self.files.values())
+        self.steps: dict[str, Command] = {}
+        for step in args.steps:
+            cmd = self._command(step.name, step.command, stdin=step.stdin, triggers=list(step.triggers),
+                                depends_on=after)
+            self.steps[step.name] = cmd
+            after = after + [cmd]
+        self.units = {u.name: self._unit(u, [hashes[p] for p in u.files], after) for u in args.units}
+        # What callers depend on to know the node is configured and its services run.
+        self.ready: list[pulumi.Resource] = after + list(self.units.values())
+        self.register_outputs({"node": spec.name, "files": list(self.files)})
+
+    def _command(self, suffix: str, create: str, depends_on: Sequence[pulumi.Resource], **kw) -> Command:
+        return Command(f"{self._name}-{suffix}", connection=self.connection, create=create,
+                       opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)), **kw)
+
+    def _file(self, f: NodeFile, after: Sequence[pulumi.Resource]) -> Command:
+        target = on_node(self._args.root, f.path)
+        return Command(f"{self._name}-file-{f.path.strip('/').replace('/', '-')}", connection=self.connection,
+                       create=_push_file_command(target, f.mode, f.group), stdin=f.content,
+                       delete=f"rm -f {shlex.quote(target)}",
+                       opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)))
+
+    def _unit(self, unit: NodeUnit, triggers: list, after: Sequence[pulumi.Resource]) -> Command:
+        root = self._args.root
+        log = shlex.quote(on_node(root, RESTART_LOG))
+        record = (f"mkdir -p $(dirname {log}); "
+                  f"echo \"$(date -u +%Y-%m-%dT%H:%M:%S.%NZ) restart {unit.name}\" >> {log}")
+        if self._args.service_manager == "systemd":
+            restart = f"systemctl restart {shlex.quote(unit.name)}"
+            stop = f"systemctl stop {shlex.quote(unit.name)} || true"
+        else:
+            pidfile = shlex.quote(on_node(root, f"/run/openstack-multiregion/{unit.name}.pid"))
+            stop = (f"if [ -f {pidfile} ]; then pid=$(cat {pidfile}); kill \"$pid\" 2>/dev/null || true; "
+                    f"for i in $(seq 1 100); do kill -0 \"$pid\" 2>/dev/null || break; sleep 0.1; done; "
+                    f"kill -9 \"$pid\" 2>/dev/null || true; rm -f {pidfile}; fi")
+            restart = f"{stop}; mkdir -p $(dirname {pidfile}); {unit.start.replace('{pidfile}', pidfile)}"
+        wait = ""
+        if unit.ready_url:
+            url = shlex.quote(unit.ready_url)
+            wait = (f"; for i in $(seq 1 240); do curl -s -o /dev/null {url} && exit 0; sleep 0.25; done; "
+                    f"echo '{unit.name} did not answer at {unit.ready_url} within 60s' >&2; exit 1")
+        return Command(f"{self._name}-unit-{unit.name}", connection=self.connection,
+                       create=f"set -e; {restart}; {record}{wait}", delete=stop, triggers=triggers,
+                       opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)))

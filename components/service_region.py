@@ -1,0 +1,89 @@
+"""A service region's share of the shared Keystone: what this stack owns.
+
+Its Region, its identity endpoints (all three interfaces at the shared Keystone
+URL), its service endpoints at the region's controller or VIP, and, by default,
+its own service users (`nova-RegionTwo`, ...) with `admin` on the service project.
+Destroying the stack removes exactly these, endpoints before the Region, and
+never a shared service record (deleting one would delete every region's endpoints).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import pulumi
+
+from components import identity
+from components.settings import INTERFACES, SERVICE_CATALOG, SERVICE_USER, Settings
+
+
+@dataclass
+class ServiceRegionArgs:
+    settings: Settings
+    keystone_url: pulumi.Input[str]
+    auth: pulumi.Input[dict]  # admin credential of the shared Keystone (secret)
+    service_ids: pulumi.Input[dict]  # service type -> id, owned by the admin region
+    service_project_id: pulumi.Input[str]
+    service_password: Optional[pulumi.Input[str]]
+    shared_service_users: bool = False
+    depends_on: Sequence[pulumi.Resource] = ()
+
+
+def service_url(settings: Settings, service_type: str) -> str:
+    _, port, path = SERVICE_CATALOG[service_type]
+    return f"http://{settings.service_address}:{port}{path}"
+
+
+def service_user_name(settings: Settings, service_type: str) -> str:
+    base = SERVICE_USER[service_type]
+    return base if settings.service_users == "shared" else f"{base}-{settings.region}"
+
+
+class ServiceRegion(pulumi.ComponentResource):
+    region: identity.Region
+    endpoints: pulumi.Output[list]
+
+    def __init__(self, name: str, args: ServiceRegionArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("openstack-multiregion:region:ServiceRegion", name, None, opts)
+        s = args.settings
+        self.region = identity.Region(f"{name}-region", auth=args.auth, region_id=s.region,
+                                      description=f"Managed by openstack-multiregion ({pulumi.get_stack()})",
+                                      opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)))
+        # Endpoints depend on the Region so that destroy deletes them first:
+        # Keystone refuses to delete a region that still has endpoints.
+        in_region = pulumi.ResourceOptions(parent=self, depends_on=[self.region])
+        service_ids = pulumi.Output.from_input(args.service_ids)
+        self._endpoint_list: list[tuple[str, str, identity.Endpoint]] = []
+        for service_type, url in [("identity", args.keystone_url),
+                                  *((t, service_url(s, t)) for t in s.services)]:
+            service_id = service_ids.apply(lambda ids, t=service_type: _service_id(ids, t))
+            for interface in INTERFACES:
+                ep = identity.Endpoint(f"{name}-{service_type}-{interface}", auth=args.auth, service_id=service_id,
+                                       interface=interface, region_id=self.region.region_id, url=url,
+                                       opts=in_region)
+                self._endpoint_list.append((service_type, interface, ep))
+        self.users = {} if args.shared_service_users else self._own_service_users(name, args)
+        self.endpoints = pulumi.Output.all(*[
+            pulumi.Output.all(t, i, ep.url).apply(lambda v: {"serviceType": v[0], "interface": v[1], "url": v[2]})
+            for t, i, ep in self._endpoint_list])
+        self.register_outputs({"region": s.region, "endpoints": self.endpoints})
+
+    def _own_service_users(self, name: str, args: ServiceRegionArgs) -> dict:
+        s = args.settings
+        users = {}
+        for user_name in sorted({service_user_name(s, t) for t in s.services}):
+            user = identity.User(f"{name}-user-{user_name}", auth=args.auth, user_name=user_name,
+                                 domain_id="default", password=args.service_password,
+                                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)))
+            identity.RoleAssignment(f"{name}-user-{user_name}-admin", auth=args.auth, user_id=user.id,
+                                    project_id=args.service_project_id, role_name="admin",
+                                    opts=pulumi.ResourceOptions(parent=self))
+            users[user_name] = user
+        return users
+
+
+def _service_id(ids: dict, service_type: str) -> str:
+    if service_type not in ids:
+        raise pulumi.RunError(f"the admin region registers no '{service_type}' service; "
+                              f"add {service_type} to its stack's services and run pulumi up there first")
+    return ids[service_type]
