@@ -1,0 +1,119 @@
+"""Config validation: every mistake is rejected with the key, the value and what is expected."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.settings import ConfigError, parse
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHxDVG9o8V3l9pQ3B3p1p0y3Jb3q7b8z9q3J6yq3Jb3q"
+
+
+def valid(**overrides):
+    raw = {
+        "region": "RegionTwo",
+        "keystone": json.dumps({"stack": "region-one"}),
+        "services": json.dumps(["image", "compute"]),
+        "nodes": json.dumps([
+            {"name": "ctl", "address": "192.168.80.85", "roles": ["controller"], "hostKey": KEY},
+            {"name": "cmp", "address": "192.168.80.86", "roles": ["compute"], "hostKey": KEY, "sshPort": 2222},
+        ]),
+        "servicePassword": "s3cret",
+        "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----",
+    }
+    raw.update(overrides)
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+def nodes(*items):
+    return json.dumps(list(items))
+
+
+def test_valid_service_region_parses():
+    s = parse(valid())
+    assert s.region == "RegionTwo"
+    assert s.keystone.stack == "region-one" and not s.hosts_keystone
+    assert s.services == ("image", "compute")
+    assert [n.name for n in s.controllers] == ["ctl"]
+    assert s.service_address == "192.168.80.85"
+    assert s.node("cmp").ssh_port == 2222
+    assert s.service_users == "per-region"
+
+
+def test_admin_only_region_with_domains_parses():
+    s = parse(valid(region="AR", services="[]", keystone=json.dumps({"node": "ctl"}), adminPassword="a",
+                    identity=json.dumps({"domains": [
+                        {"name": "nhanhoa", "projects": ["phong_ky_thuat"]},
+                        {"name": "cloud365", "projects": [{"name": "phong_ky_thuat", "description": "x"}]}]})))
+    assert s.hosts_keystone and s.services == ()
+    assert [d.projects[0].name for d in s.domains] == ["phong_ky_thuat", "phong_ky_thuat"]
+
+
+def test_node_root_template():
+    s = parse(valid(nodeRoot="/srv/sandbox/{node}/root"))
+    assert s.node_root_for("ctl") == "/srv/sandbox/ctl/root"
+
+
+BAD = [
+    ("unknown top-level key", {"regoin": "x"}, "regoin"),
+    ("region missing", {"region": None}, "region"),
+    ("region with a space", {"region": "Region Two"}, "region"),
+    ("region with a slash", {"region": "a/b"}, "region"),
+    ("unknown service type", {"services": json.dumps(["image", "dns"])}, "services[1]"),
+    ("services not a list", {"services": json.dumps({"image": 1})}, "services"),
+    ("duplicate service", {"services": json.dumps(["image", "image"])}, "services"),
+    ("duplicate node names", {"nodes": nodes(
+        {"name": "ctl", "address": "10.0.0.1", "roles": ["controller"], "hostKey": KEY},
+        {"name": "ctl", "address": "10.0.0.2", "roles": ["compute"], "hostKey": KEY})}, "nodes[1].name"),
+    ("malformed address", {"nodes": nodes(
+        {"name": "ctl", "address": "192.168.80.300", "roles": ["controller"], "hostKey": KEY})}, "nodes[0].address"),
+    ("unknown role", {"nodes": nodes(
+        {"name": "ctl", "address": "10.0.0.1", "roles": ["network"], "hostKey": KEY})}, "nodes[0].roles"),
+    ("missing host key", {"nodes": nodes(
+        {"name": "ctl", "address": "10.0.0.1", "roles": ["controller"]})}, "nodes[0].hostKey"),
+    ("ssh port out of range", {"nodes": nodes(
+        {"name": "ctl", "address": "10.0.0.1", "roles": ["controller"], "hostKey": KEY, "sshPort": 70000})},
+     "nodes[0].sshPort"),
+    ("unknown node key", {"nodes": nodes(
+        {"name": "ctl", "address": "10.0.0.1", "roles": ["controller"], "hostKey": KEY, "ip": "x"})}, "nodes[0].ip"),
+    ("nodes not JSON", {"nodes": "[{name: ctl"}, "nodes"),
+    ("keystone both ways", {"keystone": json.dumps({"node": "ctl", "stack": "region-one"})}, "keystone"),
+    ("keystone neither way", {"keystone": json.dumps({})}, "keystone"),
+    ("keystone missing", {"keystone": None}, "keystone"),
+    ("keystone on an unknown node", {"keystone": json.dumps({"node": "nope"}), "adminPassword": "a"},
+     "keystone.node"),
+    ("missing service password", {"servicePassword": None}, "servicePassword"),
+    ("missing ssh key", {"sshPrivateKey": None}, "sshPrivateKey"),
+    ("missing admin password when hosting Keystone", {"keystone": json.dumps({"node": "ctl"})}, "adminPassword"),
+    ("malformed endpoint address", {"endpointAddress": "not an address!"}, "endpointAddress"),
+    ("relative node root", {"nodeRoot": "srv/x"}, "nodeRoot"),
+    ("unknown service manager", {"serviceManager": "upstart"}, "serviceManager"),
+    ("supervised without a virtualenv", {"serviceManager": "none"}, "serviceManager"),
+    ("unknown service-user mode", {"serviceUsers": "global"}, "serviceUsers"),
+    ("services but no controller", {"nodes": nodes(
+        {"name": "cmp", "address": "10.0.0.1", "roles": ["compute"], "hostKey": KEY})}, "nodes"),
+    ("duplicate domain", {"identity": json.dumps({"domains": [{"name": "a"}, {"name": "A"}]})},
+     "identity.domains[1].name"),
+]
+
+
+@pytest.mark.parametrize("what,overrides,key", BAD, ids=[b[0] for b in BAD])
+def test_bad_config_names_the_key(what, overrides, key):
+    with pytest.raises(ConfigError) as err:
+        parse(valid(**overrides))
+    message = str(err.value)
+    assert err.value.key == key
+    assert message.startswith(f"config openstack-multiregion:{key} = ")
+    assert "expected" in message
+
+
+def test_error_shows_the_bad_value():
+    with pytest.raises(ConfigError, match=r"region = Region Two: expected a Keystone region id"):
+        parse(valid(region="Region Two"))
+
+
+def test_secret_values_never_appear_in_errors():
+    with pytest.raises(ConfigError) as err:
+        parse(valid(serviceManager="upstart", servicePassword="do-not-print-me"))
+    assert "do-not-print-me" not in str(err.value)
