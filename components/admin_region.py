@@ -112,8 +112,11 @@ class AdminRegion(pulumi.ComponentResource):
                 "keystone/keystone-wsgi.py.j2", keystone_config_dir=conf_dir), mode="0644", group=owner))
             install = (f"[ -x {s.virtualenv}/bin/keystone-manage ] || {{ python3 -m venv {s.virtualenv} && "
                        f"{s.virtualenv}/bin/pip install -q {KEYSTONE_PIP}; }}")
+            # One thread per worker: Keystone's policy enforcer loads its rules lazily
+            # and a concurrent first request in a fresh worker can be denied (403).
+            # gthread still keeps HTTP/1.1 connections alive for pooled clients.
             start = (f"PYTHONWARNINGS=ignore {s.virtualenv}/bin/gunicorn --daemon --chdir {shlex.quote(conf_dir)} "
-                     f"--bind {spec.address}:{s.keystone.port} --worker-class gthread --workers 2 --threads 8 "
+                     f"--bind {spec.address}:{s.keystone.port} --worker-class gthread --workers 4 --threads 1 "
                      f"--keep-alive 30 --pid {{pidfile}} --access-logfile {shlex.quote(log_dir)}/access.log "
                      f"--error-logfile {shlex.quote(log_dir)}/gunicorn.log keystone_wsgi:application")
             unit = NodeUnit("keystone", files=[f.path for f in files], start=start, ready_url=self.keystone_url)

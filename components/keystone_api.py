@@ -47,6 +47,12 @@ def session_for(auth: dict[str, Any]) -> ks_session.Session:
         return sess
 
 
+# Transient failures (Keystone restarting, SQLite busy under concurrent writes)
+# are retried by keystoneauth with backoff; every call here is safe to repeat,
+# and a repeated create is caught by the adopt-on-create lookup.
+_RETRY = {"connect_retries": 5, "status_code_retries": 3, "retriable_status_codes": [500, 502, 503, 504]}
+
+
 class KeystoneApi:
     """Thin JSON client for /v3 collections at the configured auth URL."""
 
@@ -58,26 +64,26 @@ class KeystoneApi:
         return f"{self._base}/{path.lstrip('/')}"
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
-        return self._session.get(self._url(path), params=params or None, raise_exc=True).json()
+        return self._session.get(self._url(path), params=params or None, raise_exc=True, **_RETRY).json()
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._session.post(self._url(path), json=body, raise_exc=True).json()
+        return self._session.post(self._url(path), json=body, raise_exc=True, **_RETRY).json()
 
     def patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._session.patch(self._url(path), json=body, raise_exc=True).json()
+        return self._session.patch(self._url(path), json=body, raise_exc=True, **_RETRY).json()
 
     def put(self, path: str) -> None:
-        self._session.put(self._url(path), raise_exc=True)
+        self._session.put(self._url(path), raise_exc=True, **_RETRY)
 
     def head(self, path: str) -> bool:
         try:
-            self._session.head(self._url(path), raise_exc=True)
+            self._session.head(self._url(path), raise_exc=True, **_RETRY)
             return True
         except NotFound:
             return False
 
     def delete(self, path: str) -> None:
         try:
-            self._session.delete(self._url(path), raise_exc=True)
+            self._session.delete(self._url(path), raise_exc=True, **_RETRY)
         except NotFound:
             pass  # already gone: deleting is idempotent

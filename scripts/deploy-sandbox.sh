@@ -14,13 +14,13 @@ cd "$here"
 python scripts/sandbox.py up --nodes $(( ${#stacks[@]} * 2 ))
 eval "$(python scripts/sandbox.py env)"
 for stack in "${stacks[@]}"; do
-  config=$(python scripts/sandbox.py stack-config "$stack")
-  echo "== pulumi up --stack $stack --config-file $config"
-  pulumi up --yes --skip-preview --stack "$stack" --config-file "$config" --suppress-permalink
+  python scripts/sandbox.py stack-config "$stack" >/dev/null
+  echo "== pulumi -C $OMR_SANDBOX_PROJECT up --stack $stack"
+  pulumi -C "$OMR_SANDBOX_PROJECT" up --yes --skip-preview --stack "$stack" --suppress-permalink
 done
 echo "== openstack endpoint list (shared Keystone)"
 # The admin credential comes from the stack's secret output, into the environment only.
-read -r OS_AUTH_URL OS_PASSWORD < <(pulumi stack output adminAuth --show-secrets --json --stack region-one |
+read -r OS_AUTH_URL OS_PASSWORD < <(pulumi -C "$OMR_SANDBOX_PROJECT" stack output adminAuth --show-secrets --json --stack region-one |
   python -c 'import json, sys; a = json.load(sys.stdin); print(a["authUrl"], a["password"])')
 export OS_AUTH_URL OS_PASSWORD
 OS_USERNAME=admin OS_PROJECT_NAME=admin OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default \

@@ -253,10 +253,10 @@ def ensure_keystone(sb: Sandbox) -> None:
         raise SystemExit(f"[sandbox] {address}:{KEYSTONE_PORT} is taken by another process")
     log(f"starting Keystone at {sb.keystone_url} ...")
     # gthread workers keep HTTP/1.1 connections alive, which keystoneauth's pooled
-    # sessions rely on.
+    # sessions rely on; one thread each, as Keystone's lazy policy loading races.
     subprocess.run([str(venv_bin() / "gunicorn"), "--daemon", "--chdir", str(d),
                     "--bind", f"{address}:{KEYSTONE_PORT}", "--worker-class", "gthread",
-                    "--workers", "2", "--threads", "8", "--keep-alive", "30",
+                    "--workers", "4", "--threads", "1", "--keep-alive", "30",
                     "--pid", str(d / "gunicorn.pid"), "--access-logfile", str(d / "access.log"),
                     "--error-logfile", str(d / "gunicorn.log"), "wsgi_keystone:application"],
                    check=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
@@ -344,6 +344,7 @@ def cmd_env(args) -> int:
     print(f"export PULUMI_BACKEND_URL=file://{sb.path / 'state'}")
     print(f"export PULUMI_CONFIG_PASSPHRASE_FILE={sb.path / 'passphrase'}")
     print(f"export OMR_SANDBOX={sb.path}")
+    print(f"export OMR_SANDBOX_PROJECT={sb.path / 'project'}")
     return 0
 
 
@@ -385,31 +386,44 @@ def stack_config(sb: Sandbox, stack: str) -> dict:
     }
 
 
+PROGRAM_FILES = ("Pulumi.yaml", "__main__.py", "components", "templates", "venv")
+
+
+def ensure_project(sb: Sandbox) -> Path:
+    """<sandbox>/project: links to this checkout's program plus the sandbox's own
+    stack files, so a sandbox never writes into the checkout's Pulumi.<stack>.yaml."""
+    project = sb.path / "project"
+    project.mkdir(exist_ok=True)
+    for name in PROGRAM_FILES:
+        link = project / name
+        if not link.is_symlink():
+            link.symlink_to(REPO / name)
+    return project
+
+
 def cmd_stack_config(args) -> int:
-    """Write <sandbox>/stacks/Pulumi.<stack>.yaml; secrets go in through stdin, encrypted."""
+    """Write <sandbox>/project/Pulumi.<stack>.yaml; secrets go in through stdin, encrypted."""
     import yaml
 
     sb = load_or_exit(args)
-    target = sb.path / "stacks" / f"Pulumi.{args.stack}.yaml"
-    target.parent.mkdir(exist_ok=True)
-    existing = yaml.safe_load(target.read_text()) if target.exists() else {}
-    config = dict((existing or {}).get("config", {}))
-    config.update(stack_config(sb, args.stack))
-    document = dict(existing or {}, config=config)
-    target.write_text(yaml.safe_dump(document, sort_keys=True))
+    project = ensure_project(sb)
     env = dict(os.environ, PULUMI_BACKEND_URL=f"file://{sb.path / 'state'}",
                PULUMI_CONFIG_PASSPHRASE_FILE=str(sb.path / "passphrase"))
-    subprocess.run(["pulumi", "stack", "select", "--create", args.stack], cwd=REPO, env=env, check=True,
-                   capture_output=True)
+    pulumi = ["pulumi", "--cwd", str(project), "--non-interactive"]
+    subprocess.run(pulumi + ["stack", "select", "--create", args.stack], env=env, check=True, capture_output=True)
+    target = project / f"Pulumi.{args.stack}.yaml"
+    document = yaml.safe_load(target.read_text()) if target.exists() else {}
+    config = dict((document or {}).get("config", {}))
+    config.update(stack_config(sb, args.stack))
+    target.write_text(yaml.safe_dump(dict(document or {}, config=config), sort_keys=True))
     secrets_wanted = {"sshPrivateKey": sb.private_key_file.read_text(), "servicePassword": secrets.token_urlsafe(24)}
     if region_index(args.stack) == 1:
         secrets_wanted["adminPassword"] = secrets.token_urlsafe(24)
     for key, value in secrets_wanted.items():
         if f"openstack-multiregion:{key}" in config:
             continue  # keep existing secrets: a rerun must not rotate them
-        subprocess.run(["pulumi", "config", "set", "--secret", "--config-file", str(target), "--stack", args.stack,
-                        f"openstack-multiregion:{key}"], input=value, text=True, cwd=REPO, env=env, check=True,
-                       capture_output=True)
+        subprocess.run(pulumi + ["config", "set", "--secret", "--stack", args.stack, f"openstack-multiregion:{key}"],
+                       input=value, text=True, env=env, check=True, capture_output=True)
     print(target)
     return 0
 

@@ -2,6 +2,7 @@
 sandbox (real Keystone, real sshd nodes on loopback) created for the session."""
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +22,7 @@ def sandbox() -> SandboxInfo:
         pytest.fail("the pulumi CLI is not on PATH: run the tests through scripts/test.sh")
     directory = Path(tempfile.mkdtemp(prefix="omr-test-sandbox-"))
     # A subnet of its own, so tests never collide with the main sandbox (127.0.1.x).
-    info = start_sandbox(directory, subnet="127.0.77", nodes=4)
+    info = start_sandbox(directory, subnet="127.0.77", nodes=6)
     yield info
-    sandbox_cmd(directory, "down", "--purge")
+    # OMR_KEEP_SANDBOX=1 keeps the directory (logs, state) for a post-mortem.
+    sandbox_cmd(directory, "down", *([] if os.environ.get("OMR_KEEP_SANDBOX") else ["--purge"]))
