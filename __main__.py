@@ -7,6 +7,7 @@ Other stacks find the shared Keystone through a StackReference.
 import pulumi
 
 from components.admin_region import AdminRegion, AdminRegionArgs
+from components.region_nodes import RegionNodes, RegionNodesArgs
 from components.service_region import ServiceRegion, ServiceRegionArgs
 from components.settings import parse, raw_stack_config, secret
 
@@ -46,6 +47,13 @@ region = ServiceRegion("region", ServiceRegionArgs(
     settings=settings, keystone_url=keystone_url, auth=auth, service_ids=service_ids,
     service_project_id=service_project_id, service_password=service_password,
     shared_service_users=shared_users, depends_on=depends_on))
+
+if settings.nodes and settings.services:
+    # Services start only once their region, endpoints and users exist in Keystone:
+    # keystonemiddleware looks up this region's identity endpoint.
+    RegionNodes("nodes", RegionNodesArgs(
+        settings=settings, keystone_url=keystone_url, admin_password=auth.apply(lambda a: a["password"]),
+        service_password=service_password, ssh_private_key=ssh_key, depends_on=[region]))
 
 pulumi.export("region", settings.region)
 pulumi.export("keystoneUrl", keystone_url)

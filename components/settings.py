@@ -32,7 +32,7 @@ INTERFACES = ("public", "internal", "admin")
 ROLES = ("controller", "compute")
 SECRET_KEYS = ("adminPassword", "servicePassword", "sshPrivateKey")
 KNOWN_KEYS = {"region", "keystone", "services", "nodes", "endpointAddress", "nodeRoot", "serviceManager",
-              "serviceUsers", "identity", "virtualenv", *SECRET_KEYS}
+              "serviceUsers", "identity", "virtualenv", "memcachedServers", *SECRET_KEYS}
 
 _REGION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -92,6 +92,7 @@ class Settings:
     service_users: str
     domains: tuple[DomainSpec, ...] = field(default=())
     virtualenv: Optional[str] = None
+    memcached_servers: tuple[str, ...] = ()  # host:port; default: every controller on 11211
     secrets_present: frozenset[str] = frozenset()
 
     @property
@@ -265,6 +266,18 @@ def _parse_domains(raw: Mapping[str, Any]) -> tuple[DomainSpec, ...]:
     return tuple(result)
 
 
+def _parse_memcached(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    servers = _decode("memcachedServers", raw.get("memcachedServers", "[]"))
+    expected = "a list of host:port, e.g. [192.168.80.85:11211]"
+    if not isinstance(servers, list):
+        raise ConfigError("memcachedServers", servers, expected)
+    for i, server in enumerate(servers):
+        host, _, port = str(server).rpartition(":")
+        if not _is_address(host.strip("[]")) or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(f"memcachedServers[{i}]", server, expected)
+    return tuple(servers)
+
+
 def parse(raw: Mapping[str, Any]) -> Settings:
     """Validate the stack's `openstack-multiregion:*` config (keys without the namespace)."""
     unknown = sorted(set(raw) - KNOWN_KEYS)
@@ -295,6 +308,7 @@ def parse(raw: Mapping[str, Any]) -> Settings:
     service_users = raw.get("serviceUsers", "per-region")
     if service_users not in ("per-region", "shared"):
         raise ConfigError("serviceUsers", service_users, "'per-region' (e.g. nova-RegionTwo) or 'shared' (nova)")
+    memcached = _parse_memcached(raw)
     present = frozenset(k for k in SECRET_KEYS if raw.get(k))
     needed = [("adminPassword", keystone.node is not None), ("servicePassword", bool(services)),
               ("sshPrivateKey", bool(nodes))]
@@ -304,7 +318,7 @@ def parse(raw: Mapping[str, Any]) -> Settings:
     return Settings(region=region, keystone=keystone, services=services, nodes=nodes,
                     endpoint_address=endpoint_address, node_root=node_root.rstrip("/") or "/",
                     service_manager=manager, service_users=service_users, domains=_parse_domains(raw),
-                    virtualenv=virtualenv, secrets_present=present)
+                    virtualenv=virtualenv, memcached_servers=memcached, secrets_present=present)
 
 
 def raw_stack_config() -> dict[str, Any]:

@@ -12,6 +12,7 @@ start=$(date +%s)
 # --- system packages: sshd for the sandbox nodes, the Python venv module --------
 need_apt=()
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v memcached >/dev/null || need_apt+=(memcached)  # the sandbox regions' token cache
 command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then

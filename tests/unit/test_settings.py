@@ -93,6 +93,7 @@ BAD = [
     ("unknown service-user mode", {"serviceUsers": "global"}, "serviceUsers"),
     ("services but no controller", {"nodes": nodes(
         {"name": "cmp", "address": "10.0.0.1", "roles": ["compute"], "hostKey": KEY})}, "nodes"),
+    ("malformed memcached server", {"memcachedServers": json.dumps(["10.0.0.1"])}, "memcachedServers[0]"),
     ("duplicate domain", {"identity": json.dumps({"domains": [{"name": "a"}, {"name": "A"}]})},
      "identity.domains[1].name"),
 ]
