@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sandbox import SandboxInfo, sandbox_cmd, start_sandbox
+from tests.sandbox import PulumiCli, SandboxInfo, sandbox_cmd, start_sandbox
 
 
 def pytest_configure(config):
@@ -26,3 +26,21 @@ def sandbox() -> SandboxInfo:
     yield info
     # OMR_KEEP_SANDBOX=1 keeps the directory (logs, state) for a post-mortem.
     sandbox_cmd(directory, "down", *([] if os.environ.get("OMR_KEEP_SANDBOX") else ["--purge"]))
+
+
+@pytest.fixture(scope="session")
+def cli(sandbox) -> PulumiCli:
+    """region-one (shared Keystone + RegionOne) and region-two, deployed with `pulumi up`."""
+    cli = PulumiCli(sandbox)
+    for stack in ("region-one", "region-two"):
+        cli.write_stack_config(stack)
+        cli.up(stack)
+    yield cli
+    for stack in ("region-three", "region-two", "region-one"):
+        cli.destroy(stack, check=False)
+
+
+@pytest.fixture(scope="session")
+def admin(cli) -> dict:
+    """The shared Keystone's admin credential, from region-one's secret output."""
+    return cli.outputs("region-one", show_secrets=True)["adminAuth"]
