@@ -13,6 +13,9 @@ start=$(date +%s)
 need_apt=()
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v memcached >/dev/null || need_apt+=(memcached)  # the sandbox regions' token cache
+# Config checkers for the HA files (haproxy -c, keepalived -t); never started here.
+[ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
+[ -x /usr/sbin/keepalived ] || need_apt+=(keepalived)
 command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
