@@ -27,6 +27,7 @@ class NodeFile:
     content: pulumi.Input[str]  # a secret Output when it holds a secret
     mode: str = "0640"
     group: str = "root"  # set when the group exists on the node (e.g. 'glance')
+    owner: str = "root"  # e.g. 'rabbitmq' for the Erlang cookie, which must be owner-only
 
 
 @dataclass
@@ -69,13 +70,14 @@ def on_node(root: str, path: str) -> str:
     return path if root == "/" else root.rstrip("/") + path
 
 
-def _push_file_command(target: str, mode: str, group: str) -> str:
+def _push_file_command(target: str, mode: str, group: str, owner: str = "root") -> str:
     t = shlex.quote(target)
     # Written beside the target and renamed, so a reader never sees half a file;
     # mktemp creates it 0600, so the content is never world-readable.
     return (f"set -e; d=$(dirname {t}); mkdir -p \"$d\"; tmp=$(mktemp \"$d/.omr.XXXXXX\"); "
             f"cat > \"$tmp\"; chmod {mode} \"$tmp\"; "
-            f"chown root:{shlex.quote(group)} \"$tmp\" 2>/dev/null || chown root \"$tmp\"; mv -f \"$tmp\" {t}")
+            f"chown {shlex.quote(owner)}:{shlex.quote(group)} \"$tmp\" 2>/dev/null || chown root \"$tmp\"; "
+            f"mv -f \"$tmp\" {t}")
 
 
 class Node(pulumi.ComponentResource):
@@ -114,7 +116,7 @@ class Node(pulumi.ComponentResource):
     def _file(self, f: NodeFile, after: Sequence[pulumi.Resource]) -> Command:
         target = on_node(self._args.root, f.path)
         return Command(f"{self._name}-file-{f.path.strip('/').replace('/', '-')}", connection=self.connection,
-                       create=_push_file_command(target, f.mode, f.group), stdin=f.content,
+                       create=_push_file_command(target, f.mode, f.group, f.owner), stdin=f.content,
                        delete=f"rm -f {shlex.quote(target)}",
                        opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)))
 

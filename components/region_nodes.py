@@ -15,10 +15,12 @@ from typing import Optional, Sequence
 
 import pulumi
 
+from components import ha_configs as ha
 from components import service_configs as sc
-from components.node import Node, NodeArgs, NodeFile, NodeStep, NodeUnit, on_node
+from components.node import Node, NodeArgs, NodeFile, NodeStep, NodeUnit, content_hash, on_node
 from components.service_region import service_user_name
-from components.settings import SERVICE_USER, NodeSpec, Settings
+from components.settings import SERVICE_USER, NodeSpec, Settings, ha_spec
+from components.settings import secret as settings_secret
 from components.templates import render
 
 # Python programs the sandbox can supervise: unit -> (config file, WSGI module, config dir
@@ -61,7 +63,9 @@ def region_context(settings: Settings, root: str, keystone_url: str, admin_passw
         controller_address=ctl,
         memcached_servers=",".join(settings.memcached_servers or [f"{c.address}:11211" for c in settings.controllers]
                                    or [f"{ctl}:11211"]),
-        transport_url=f"rabbit://openstack:{service_password}@{ctl}:5672/",
+        # Every RabbitMQ node of the region (all controllers), as seeds 001/002 list them.
+        transport_url=ha.transport_url("openstack", service_password,
+                                       [c.address for c in settings.controllers] or [ctl]),
         database_connections={s: database_url(settings, s, service_password, root)
                               for s in ("glance", "nova", "nova_api", "nova_cell0", "neutron", "cinder", "placement")},
         service_users={u: service_user_name(settings, t) for t, u in SERVICE_USER.items()},
@@ -94,20 +98,47 @@ class RegionNodes(pulumi.ComponentResource):
             lambda v: sc.node_files(region_context(s, root, v[0], v[1], v[2]), spec.address, spec.roles, s.services))
         files = [NodeFile(p, rendered.apply(lambda f, p=p: f[p]), mode="0600" if p.startswith("/root/") else "0640",
                           group=_file_group(p)) for p in paths]
+        ha_files, ha_steps = self._ha(s, spec, root) if s.ha and "controller" in spec.roles else ([], [])
         if s.service_manager == "none":
+            # The sandbox pushes and checks the HA files but runs no keepalived or
+            # haproxy: they would take addresses and ports on the host itself.
             extra_files, steps, units = self._supervised(s, spec, root, paths)
         else:
-            extra_files, steps, units = [], [], self._systemd_units(spec, paths)
+            extra_files, steps, units = [], [], self._systemd_units(spec, paths + [f.path for f in ha_files])
         return Node(f"{name}-{spec.name}", NodeArgs(
             spec=spec, private_key=args.ssh_private_key, root=root, service_manager=s.service_manager,
-            files=files + extra_files, steps=steps, units=units, depends_on=list(args.depends_on)),
-            pulumi.ResourceOptions(parent=self))
+            files=files + extra_files + ha_files, steps=ha_steps + steps, units=units,
+            depends_on=list(args.depends_on)), pulumi.ResourceOptions(parent=self))
+
+    @staticmethod
+    def _ha(s: Settings, spec: NodeSpec, root: str) -> tuple[list[NodeFile], list[NodeStep]]:
+        """keepalived, haproxy, Galera and RabbitMQ files of one controller, and checks
+        that refuse a file haproxy or keepalived would not load, before any restart."""
+        controllers = tuple(ha.HaController(c.name, c.address) for c in s.controllers)
+        me = next(c for c in controllers if c.name == spec.name)
+        secrets = [settings_secret(k) for k in ("vrrpPassword", "haproxyStatsPassword", "erlangCookie")]
+        rendered = pulumi.Output.secret(pulumi.Output.all(*secrets)).apply(lambda v: ha.ha_node_files(
+            ha_spec(s.ha, s.region, controllers, s.services, s.hosts_keystone, v[0], v[1], v[2]), me))
+        shape = ha.ha_node_files(ha_spec(s.ha, s.region, controllers, s.services, s.hosts_keystone,
+                                         "x", "x" * 12, "x" * 20), me)
+        files = []
+        for path in sorted(shape):
+            owner, group, mode = ha.HA_FILE_MODES.get(path, ("root", "root", "0640"))
+            files.append(NodeFile(path, rendered.apply(lambda f, p=path: f[p]), mode=mode, group=group, owner=owner))
+        checks = []
+        for tool, flag, path in (("haproxy", "-c -f", ha.HAPROXY_CFG), ("keepalived", "-t -f", ha.KEEPALIVED_CONF)):
+            target = shlex.quote(on_node(root, path))
+            checks.append(NodeStep(f"check-{tool}", f"if command -v {tool} >/dev/null || [ -x /usr/sbin/{tool} ]; then "
+                                                    f"PATH=$PATH:/usr/sbin {tool} {flag} {target}; fi",
+                                   triggers=[content_hash(files[sorted(shape).index(path)].content)]))
+        return files, checks
 
     @staticmethod
     def _systemd_units(spec: NodeSpec, paths: list[str]) -> list[NodeUnit]:
         files_of_unit: dict[str, list[str]] = defaultdict(list)
         for path in paths:
-            for unit in sc.units_for(path, spec.roles):
+            units = ha.HA_UNITS[path] if path in ha.HA_UNITS else sc.units_for(path, spec.roles)
+            for unit in units:
                 files_of_unit[unit].append(path)
         return [NodeUnit(unit, files=tuple(files)) for unit, files in sorted(files_of_unit.items())]
 

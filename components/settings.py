@@ -31,8 +31,9 @@ SERVICE_USER = {"image": "glance", "network": "neutron", "compute": "nova", "pla
 INTERFACES = ("public", "internal", "admin")
 ROLES = ("controller", "compute")
 SECRET_KEYS = ("adminPassword", "servicePassword", "sshPrivateKey")
+HA_SECRET_KEYS = ("vrrpPassword", "haproxyStatsPassword", "erlangCookie")
 KNOWN_KEYS = {"region", "keystone", "services", "nodes", "endpointAddress", "nodeRoot", "serviceManager",
-              "serviceUsers", "identity", "virtualenv", "memcachedServers", *SECRET_KEYS}
+              "serviceUsers", "identity", "virtualenv", "memcachedServers", "ha", *SECRET_KEYS, *HA_SECRET_KEYS}
 
 _REGION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -81,6 +82,21 @@ class DomainSpec:
 
 
 @dataclass(frozen=True)
+class HaSettings:
+    """`ha`: controllers behind a VIP (seeds 001/002). Its secrets stay in the config."""
+
+    vip: str
+    virtual_router_id: int
+    interface: str = "eth0"
+    db_vip: Optional[str] = None
+    db_virtual_router_id: Optional[int] = None
+    subnet_prefix: int = 24
+    stats_address: str = ""
+    sst_method: str = "rsync"
+    allow_small_galera: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     region: str
     keystone: KeystoneSpec
@@ -93,6 +109,7 @@ class Settings:
     domains: tuple[DomainSpec, ...] = field(default=())
     virtualenv: Optional[str] = None
     memcached_servers: tuple[str, ...] = ()  # host:port; default: every controller on 11211
+    ha: Optional["HaSettings"] = None
     secrets_present: frozenset[str] = frozenset()
 
     @property
@@ -108,8 +125,8 @@ class Settings:
 
     @property
     def service_address(self) -> str:
-        """Where this region's APIs answer: the VIP/endpoint address or the first controller."""
-        return self.endpoint_address or self.controllers[0].address
+        """Where this region's APIs answer: endpointAddress, the HA VIP, or the first controller."""
+        return self.endpoint_address or (self.ha.vip if self.ha else None) or self.controllers[0].address
 
     def node_root_for(self, node: str) -> str:
         return self.node_root.replace("{node}", node)
@@ -278,6 +295,51 @@ def _parse_memcached(raw: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(servers)
 
 
+HA_KEYS = {"vip": "vip", "virtualRouterId": "virtual_router_id", "interface": "interface", "dbVip": "db_vip",
+           "dbVirtualRouterId": "db_virtual_router_id", "subnetPrefix": "subnet_prefix",
+           "statsAddress": "stats_address", "sstMethod": "sst_method", "allowSmallGalera": "allow_small_galera"}
+
+
+def _parse_ha(raw: Mapping[str, Any], region: str, nodes: tuple[NodeSpec, ...],
+              services: tuple[str, ...], hosts_keystone: bool) -> Optional[HaSettings]:
+    if "ha" not in raw:
+        return None
+    from components import ha_configs  # the HA rules live beside the HA templates
+
+    ha = _decode("ha", raw["ha"])
+    if not isinstance(ha, dict) or "vip" not in ha or "virtualRouterId" not in ha:
+        raise ConfigError("ha", ha, "an object {vip, virtualRouterId, interface?, dbVip?, dbVirtualRouterId?, "
+                                    "subnetPrefix?, statsAddress?, sstMethod?, allowSmallGalera?}")
+    _only_keys("ha", ha, set(HA_KEYS))
+    for key in HA_SECRET_KEYS:
+        if not raw.get(key):
+            raise ConfigError(key, "(unset)", f"a secret with ha: pulumi config set --secret {key} <value>")
+    settings = HaSettings(**{HA_KEYS[k]: v for k, v in ha.items()})
+    controllers = tuple(ha_configs.HaController(n.name, n.address) for n in nodes if "controller" in n.roles)
+    try:
+        ha_configs.validate(ha_spec(settings, region, controllers, services, hosts_keystone,
+                                    raw["vrrpPassword"], raw["haproxyStatsPassword"], raw["erlangCookie"]),
+                            subnet_prefix=settings.subnet_prefix)
+    except ha_configs.HaConfigError as err:
+        shown = "[secret]" if "= [secret]:" in str(err) else err.value
+        raise ConfigError(err.key, shown, err.expected) from None
+    return settings
+
+
+def ha_spec(ha: HaSettings, region: str, controllers, services, hosts_keystone: bool,
+            vrrp_password: str, stats_password: str, erlang_cookie: str):
+    """The HA module's spec for this region (secrets given as plain strings)."""
+    from components import ha_configs
+
+    apis = tuple(services) + (("identity",) if hosts_keystone else ())
+    return ha_configs.HaSpec(region=region, vip=ha.vip, controllers=tuple(controllers), interface=ha.interface,
+                             virtual_router_id=ha.virtual_router_id, db_vip=ha.db_vip,
+                             db_virtual_router_id=ha.db_virtual_router_id, vrrp_password=vrrp_password,
+                             stats_password=stats_password, stats_address=ha.stats_address,
+                             sst_method=ha.sst_method, apis=apis, allow_small_galera=ha.allow_small_galera,
+                             erlang_cookie=erlang_cookie)
+
+
 def parse(raw: Mapping[str, Any]) -> Settings:
     """Validate the stack's `openstack-multiregion:*` config (keys without the namespace)."""
     unknown = sorted(set(raw) - KNOWN_KEYS)
@@ -309,6 +371,7 @@ def parse(raw: Mapping[str, Any]) -> Settings:
     if service_users not in ("per-region", "shared"):
         raise ConfigError("serviceUsers", service_users, "'per-region' (e.g. nova-RegionTwo) or 'shared' (nova)")
     memcached = _parse_memcached(raw)
+    ha = _parse_ha(raw, region, nodes, services, keystone.node is not None)
     present = frozenset(k for k in SECRET_KEYS if raw.get(k))
     needed = [("adminPassword", keystone.node is not None), ("servicePassword", bool(services)),
               ("sshPrivateKey", bool(nodes))]
@@ -318,7 +381,7 @@ def parse(raw: Mapping[str, Any]) -> Settings:
     return Settings(region=region, keystone=keystone, services=services, nodes=nodes,
                     endpoint_address=endpoint_address, node_root=node_root.rstrip("/") or "/",
                     service_manager=manager, service_users=service_users, domains=_parse_domains(raw),
-                    virtualenv=virtualenv, memcached_servers=memcached, secrets_present=present)
+                    virtualenv=virtualenv, memcached_servers=memcached, ha=ha, secrets_present=present)
 
 
 def raw_stack_config() -> dict[str, Any]:

@@ -1,0 +1,73 @@
+"""The `ha` config: validated before any change, endpoints on the VIP, HA files per controller."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.settings import ConfigError, parse
+from tests.unit.test_program_graph import run_program
+from tests.unit.test_settings import KEY, valid
+
+CONTROLLERS = [{"name": f"ctl{i}", "address": f"172.16.181.3{i}", "roles": ["controller"], "hostKey": KEY}
+               for i in (1, 2, 3)]
+HA_SECRETS = {"vrrpPassword": "vrrp1234", "haproxyStatsPassword": "stats-Secret-99", "erlangCookie": "COOKIE" * 4}
+
+
+def ha_config(**ha):
+    base = {"vip": "172.16.181.30", "virtualRouterId": 51}
+    base.update(ha)
+    return valid(nodes=json.dumps(CONTROLLERS), ha=json.dumps(base), **HA_SECRETS)
+
+
+def test_ha_region_uses_the_vip():
+    s = parse(ha_config())
+    assert s.ha.vip == "172.16.181.30" and s.service_address == "172.16.181.30"
+
+
+@pytest.mark.parametrize("ha,key", [
+    ({"vip": "172.16.181.31"}, "ha.vip"),  # a node's own address
+    ({"vip": "10.9.9.9"}, "ha.vip"),  # outside the controllers' subnet
+    ({"virtualRouterId": 300}, "ha.virtualRouterId"),
+    ({"virtualRouterId": 0}, "ha.virtualRouterId"),
+    ({"unknown": 1}, "ha.unknown"),
+])
+def test_bad_ha_values_name_the_key(ha, key):
+    with pytest.raises(ConfigError) as err:
+        parse(ha_config(**ha))
+    assert err.value.key == key
+
+
+def test_fewer_than_three_galera_nodes_need_an_explicit_override():
+    two = json.dumps(CONTROLLERS[:2])
+    ha = json.dumps({"vip": "172.16.181.30", "virtualRouterId": 51})
+    with pytest.raises(ConfigError) as err:
+        parse(valid(nodes=two, ha=ha, **HA_SECRETS))
+    assert err.value.key == "ha.controllers"
+    override = json.dumps({"vip": "172.16.181.30", "virtualRouterId": 51, "allowSmallGalera": True})
+    assert parse(valid(nodes=two, ha=override, **HA_SECRETS)).ha.allow_small_galera
+
+
+def test_ha_secrets_are_required_and_never_shown():
+    with pytest.raises(ConfigError) as err:
+        parse(valid(nodes=json.dumps(CONTROLLERS), ha=json.dumps({"vip": "172.16.181.30", "virtualRouterId": 51})))
+    assert err.value.key == "vrrpPassword"
+    with pytest.raises(ConfigError) as err:
+        parse(ha_config() | {"vrrpPassword": "much-too-long-for-vrrp"})
+    assert "much-too-long" not in str(err.value)
+
+
+def test_ha_graph_endpoints_on_vip_and_files_on_every_controller():
+    rec = run_program({
+        "region": "RegionTwo", "keystone": {"stack": "region-one"}, "services": ["image", "compute"],
+        "nodes": CONTROLLERS, "servicePassword": "s", "sshPrivateKey": "k",
+        "ha": {"vip": "172.16.181.30", "virtualRouterId": 51}, **HA_SECRETS,
+    })
+    urls = {e.inputs["url"] for e in rec.of_type("keystone:Endpoint") if "identity" not in e.name}
+    assert urls and all(u.startswith("http://172.16.181.30:") for u in urls)
+    names = {c.name for c in rec.of_type("remote:Command")}
+    for i in (1, 2, 3):
+        assert f"nodes-ctl{i}-file-etc-keepalived-keepalived.conf" in names
+        assert f"nodes-ctl{i}-file-etc-haproxy-haproxy.cfg" in names
+        assert f"nodes-ctl{i}-check-haproxy" in names
+        assert f"nodes-ctl{i}-unit-haproxy" in names
