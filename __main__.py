@@ -7,6 +7,7 @@ Other stacks find the shared Keystone through a StackReference.
 import pulumi
 
 from components.admin_region import AdminRegion, AdminRegionArgs
+from components.identity import KeystoneInUseGuard
 from components.region_nodes import RegionNodes, RegionNodesArgs
 from components.service_region import ServiceRegion, ServiceRegionArgs
 from components.settings import parse, raw_stack_config, secret
@@ -48,12 +49,19 @@ region = ServiceRegion("region", ServiceRegionArgs(
     service_project_id=service_project_id, service_password=service_password,
     shared_service_users=shared_users, depends_on=depends_on))
 
+nodes = None
 if settings.nodes and settings.services:
     # Services start only once their region, endpoints and users exist in Keystone:
     # keystonemiddleware looks up this region's identity endpoint.
-    RegionNodes("nodes", RegionNodesArgs(
+    nodes = RegionNodes("nodes", RegionNodesArgs(
         settings=settings, keystone_url=keystone_url, admin_password=auth.apply(lambda a: a["password"]),
         service_password=service_password, ssh_private_key=ssh_key, depends_on=[region]))
+
+if settings.hosts_keystone:
+    # Depends on everything else in the stack, so `pulumi destroy` deletes it first
+    # and stops there while other regions still use this Keystone.
+    KeystoneInUseGuard("keystone-in-use-guard", auth=auth, region_id=settings.region,
+                       opts=pulumi.ResourceOptions(depends_on=[r for r in (admin, region, nodes) if r]))
 
 pulumi.export("region", settings.region)
 pulumi.export("keystoneUrl", keystone_url)

@@ -335,3 +335,33 @@ class RoleAssignment(Resource, module="keystone", name="RoleAssignment"):
             "auth": auth, "user_id": user_id, "project_id": project_id, "role_name": role_name,
             "role_id": None,
         }, opts)
+
+
+# --- Destroy guard --------------------------------------------------------------
+
+class _InUseGuardProvider(ResourceProvider):
+    def create(self, props):
+        return CreateResult(f"guard-{props['region_id']}", dict(props))
+
+    def diff(self, id_, olds, news):
+        return DiffResult(changes=olds.get("region_id") != news.get("region_id"))
+
+    def update(self, id_, olds, news):
+        return UpdateResult(dict(news))
+
+    def delete(self, id_, props):
+        api = KeystoneApi(props["auth"])
+        others = sorted({e["region_id"] for e in api.get("endpoints")["endpoints"]} - {props["region_id"]})
+        if others:
+            raise ValueError(
+                f"refusing to destroy the shared Keystone: region(s) {', '.join(others)} still use it. "
+                f"Run `pulumi destroy` on the stacks of those regions first, then destroy this stack again.")
+
+
+class KeystoneInUseGuard(Resource, module="keystone", name="InUseGuard"):
+    """Deleted first when the Keystone stack is destroyed (it depends on everything
+    else), and refuses while other regions still have endpoints in this Keystone."""
+
+    def __init__(self, name: str, auth: pulumi.Input[dict], region_id: pulumi.Input[str],
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__(_InUseGuardProvider(), name, {"auth": auth, "region_id": region_id}, opts)

@@ -156,8 +156,10 @@ class Command(Resource, module="remote", name="Command"):
                  update: Optional[pulumi.Input[str]] = None, delete: Optional[pulumi.Input[str]] = None,
                  stdin: Optional[pulumi.Input[str]] = None, triggers: Optional[Sequence[pulumi.Input[Any]]] = None,
                  opts: Optional[pulumi.ResourceOptions] = None):
+        # Delete before replace, also for forced replacements (`up --replace`): the old
+        # command's delete (stop a unit, remove a file) must never undo the new create.
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["stdin", "connection"]))
+            additional_secret_outputs=["stdin", "connection"], delete_before_replace=True))
         super().__init__(_CommandProvider(), name, {
             "connection": pulumi.Output.secret(connection), "create": create, "update": update,
             "delete": delete, "stdin": pulumi.Output.secret(stdin) if stdin is not None else None,

@@ -22,7 +22,7 @@ def sandbox() -> SandboxInfo:
         pytest.fail("the pulumi CLI is not on PATH: run the tests through scripts/test.sh")
     directory = Path(tempfile.mkdtemp(prefix="omr-test-sandbox-"))
     # A subnet of its own, so tests never collide with the main sandbox (127.0.1.x).
-    info = start_sandbox(directory, subnet="127.0.77", nodes=6)
+    info = start_sandbox(directory, subnet="127.0.77", nodes=9)
     yield info
     # OMR_KEEP_SANDBOX=1 keeps the directory (logs, state) for a post-mortem.
     sandbox_cmd(directory, "down", *([] if os.environ.get("OMR_KEEP_SANDBOX") else ["--purge"]))

@@ -130,3 +130,25 @@ class PulumiCli:
     def outputs(self, stack: str, show_secrets: bool = False) -> dict:
         extra = ["--show-secrets"] if show_secrets else []
         return json.loads(self.run("stack", "output", "--json", *extra, stack=stack).stdout)
+
+    def write_stack(self, stack: str, config: dict, secrets: dict[str, str]) -> Path:
+        """A stack file of our own in the sandbox project; secrets set through stdin."""
+        import yaml
+
+        subprocess.run(["pulumi", "--cwd", str(self.project), "stack", "select", "--create", stack,
+                        "--non-interactive"], env=self.env, check=True, capture_output=True)
+        path = self.config_file(stack)
+        doc = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+        # Keep the secrets set before (they are `secure:` values), replace the rest.
+        kept = {k: v for k, v in doc.get("config", {}).items() if isinstance(v, dict) and "secure" in v}
+        doc["config"] = {**kept, **{f"openstack-multiregion:{k}": v for k, v in config.items()}}
+        path.write_text(yaml.safe_dump(doc))
+        for key, value in secrets.items():
+            subprocess.run(["pulumi", "--cwd", str(self.project), "config", "set", "--secret", "--stack", stack,
+                            f"openstack-multiregion:{key}"], input=value, text=True, env=self.env, check=True,
+                           capture_output=True)
+        return path
+
+    def resource_count(self, stack: str) -> int:
+        exported = json.loads(self.run("stack", "export", stack=stack).stdout)
+        return len(exported.get("deployment", {}).get("resources") or [])

@@ -107,3 +107,13 @@ def test_third_region_from_a_new_stack_file_only(sandbox, cli, admin):
     assert {e["URL"] for e in eps if e["Service Type"] == "identity"} == {admin["authUrl"]}
     cli.destroy("region-three")
     assert endpoints(sandbox, admin, "RegionThree") == []
+
+
+def test_destroying_the_shared_keystone_is_refused_while_used(sandbox, cli, admin):
+    before = endpoints(sandbox, admin)
+    out = cli.destroy("region-one", check=False)
+    assert out.returncode != 0
+    assert "region(s) RegionTwo still use it" in out.stdout + out.stderr
+    assert "pulumi destroy" in out.stdout + out.stderr
+    assert endpoints(sandbox, admin) == before  # nothing was deleted
+    assert cli.preview_steps("region-one") == []  # and the stack is intact

@@ -1,0 +1,133 @@
+"""Behaviour under bad input and faults, with the real engine."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.engine
+
+BASE = {"region": "RegionBad", "keystone": {"stack": "region-one"}, "services": ["image"],
+        "endpointAddress": "127.0.77.200"}
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHxDVG9o8V3l9pQ3B3p1p0y3Jb3q7b8z9q3J6yq3Jb3q"
+MALFORMED = [
+    ("regoin", {"regoin": "RegionBad"}),
+    ("region", {"region": "Region Bad"}),
+    ("services[0]", {"services": ["dns"]}),
+    ("services", {"services": ["image", "image"]}),
+    ("keystone", {"keystone": {"node": "n1", "stack": "region-one"}}),
+    ("keystone", {"keystone": {}}),
+    ("keystone.node", {"keystone": {"node": "nope"}}),
+    ("endpointAddress", {"endpointAddress": "300.1.1.1"}),
+    ("nodeRoot", {"nodeRoot": "relative/path"}),
+    ("serviceManager", {"serviceManager": "upstart"}),
+    ("serviceUsers", {"serviceUsers": "global"}),
+    ("memcachedServers[0]", {"memcachedServers": ["nohostport"]}),
+    ("nodes[0].address", {"nodes": [{"name": "n1", "address": "1.2.3", "roles": ["controller"], "hostKey": KEY}]}),
+    ("nodes[1].name", {"nodes": [{"name": "n1", "address": "10.0.0.1", "roles": ["controller"], "hostKey": KEY},
+                                 {"name": "n1", "address": "10.0.0.2", "roles": ["compute"], "hostKey": KEY}]}),
+    ("nodes[0].roles", {"nodes": [{"name": "n1", "address": "10.0.0.1", "roles": ["storage"], "hostKey": KEY}]}),
+    ("nodes[0].hostKey", {"nodes": [{"name": "n1", "address": "10.0.0.1", "roles": ["controller"]}]}),
+    ("identity.domains[0].projects[0]", {"identity": {"domains": [{"name": "d", "projects": [42]}]}}),
+]
+
+
+def test_malformed_configs_are_rejected_before_any_change(cli):
+    cli.write_stack("bad", BASE, {"servicePassword": "x" * 20, "sshPrivateKey": "unused"})
+    for key, override in MALFORMED:
+        config = {**BASE, **override}
+        cli.write_stack("bad", config, {})
+        out = cli.run("preview", stack="bad", check=False)
+        text = out.stdout + out.stderr
+        assert out.returncode != 0, key
+        assert f"config openstack-multiregion:{key} = " in text, (key, text[-1500:])
+        assert "Traceback" not in text, key
+    # Nothing was ever created: even `up` stops at the first line of the program.
+    out = cli.up("bad", check=False)
+    assert out.returncode != 0
+    assert cli.resource_count("bad") <= 1  # at most the (empty) stack itself
+    cli.run("stack", "rm", "--yes", "--force", stack="bad")
+
+
+def _sandbox_node_pid(sandbox, node: str) -> int:
+    return int((sandbox.dir / "nodes" / node / "sshd.pid").read_text())
+
+
+def _set_memcached(cli, servers):
+    path = cli.config_file("region-two")
+    doc = yaml.safe_load(path.read_text())
+    key = "openstack-multiregion:memcachedServers"
+    if servers:
+        doc["config"][key] = servers
+    else:
+        doc["config"].pop(key, None)
+    path.write_text(yaml.safe_dump(doc))
+
+
+def test_node_down_names_the_node_and_a_rerun_converges(sandbox, cli):
+    ctl = yaml.safe_load(cli.config_file("region-two").read_text())["config"]["openstack-multiregion:nodes"][0]["address"]
+    os.kill(_sandbox_node_pid(sandbox, "node4"), signal.SIGTERM)  # the compute's sshd
+    time.sleep(0.5)
+    try:
+        _set_memcached(cli, [f"{ctl}:11211", f"{ctl}:11213"])
+        out = cli.up("region-two", check=False)
+        assert out.returncode != 0
+        assert "node node4" in out.stdout + out.stderr
+        assert "cannot connect over SSH" in out.stdout + out.stderr
+    finally:
+        from tests.sandbox import sandbox_cmd
+        sandbox_cmd(sandbox.dir, "up")  # brings node4's sshd back
+    cli.up("region-two")  # no manual cleanup
+    assert cli.preview_steps("region-two") == []
+    _set_memcached(cli, None)
+    cli.up("region-two")
+
+
+def test_keystone_stopped_mid_run_then_rerun_converges_without_duplicates(sandbox, cli, admin):
+    keystone_pid = sandbox.dir / "nodes" / "node1" / "root" / "run" / "openstack-multiregion" / "keystone.pid"
+    path = cli.config_file("region-two")
+    original = path.read_text()
+    doc = yaml.safe_load(original)
+    doc["config"]["openstack-multiregion:endpointAddress"] = "127.0.77.98"
+    path.write_text(yaml.safe_dump(doc))
+    run = subprocess.Popen(["pulumi", "--cwd", str(cli.project), "up", "--yes", "--skip-preview", "--stack",
+                            "region-two", "--non-interactive"], env=cli.env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    time.sleep(4)  # the run is under way: endpoint updates are in flight
+    os.kill(int(keystone_pid.read_text()), signal.SIGTERM)
+    output, _ = run.communicate(timeout=600)
+    path.write_text(original)
+    assert run.returncode != 0, output[-2000:]
+    assert "127.0.77.1:5000" in output or "Unable to establish connection" in output, output[-2000:]
+    # Recovery: restart Keystone through its own stack, then rerun the region.
+    unit = [line for line in cli.run("stack", "--show-urns", stack="region-one").stdout.split()
+            if line.startswith("urn:") and line.endswith("unit-keystone")][0]
+    cli.up("region-one", "--replace", unit)
+    cli.up("region-two")
+    listed = sandbox.openstack_json("endpoint", "list", auth=admin)
+    triples = [(e["Service Type"], e["Interface"]) for e in listed if e["Region"] == "RegionTwo"]
+    assert len(triples) == 18 and len(set(triples)) == 18
+    assert cli.preview_steps("region-two") == []
+
+
+def test_interrupted_up_recovers_with_the_documented_commands(sandbox, cli, admin):
+    cli.write_stack_config("region-three")
+    run = subprocess.Popen(["pulumi", "--cwd", str(cli.project), "up", "--yes", "--skip-preview", "--stack",
+                            "region-three", "--non-interactive"], env=cli.env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    time.sleep(6)  # Keystone records and node files are being created
+    run.send_signal(signal.SIGINT)
+    run.communicate(timeout=600)
+    # README, "When things go wrong": refresh clearing pending creates, then up.
+    cli.run("refresh", "--yes", "--clear-pending-creates", "--skip-preview", stack="region-three")
+    cli.up("region-three")
+    listed = sandbox.openstack_json("endpoint", "list", auth=admin)
+    triples = [(e["Service Type"], e["Interface"]) for e in listed if e["Region"] == "RegionThree"]
+    assert len(triples) == 18 and len(set(triples)) == 18
+    assert cli.preview_steps("region-three") == []
+    cli.destroy("region-three")
