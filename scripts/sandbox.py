@@ -290,7 +290,8 @@ def cmd_up(args) -> int:
         passphrase.write_text(secrets.token_urlsafe(32))
         os.chmod(passphrase, 0o600)
     ensure_client_key(sb)
-    count = max(args.nodes, len(sb.nodes))
+    # --nodes only ever adds nodes; without it an existing sandbox keeps its count.
+    count = max(args.nodes or (0 if sb.nodes else 4), len(sb.nodes))
     sb.nodes = [ensure_node(sb, i) for i in range(1, count + 1)]
     for node in sb.nodes:
         start_node(sb, node)
@@ -433,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", help="sandbox directory (default: $OMR_SANDBOX or .sandbox)")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up")
-    up.add_argument("--nodes", type=int, default=4, help="how many nodes at least (default 4)")
+    up.add_argument("--nodes", type=int, default=None, help="how many nodes at least (default: 4 for a new sandbox)")
     up.add_argument("--subnet", default=None, help="first three octets inside 127.0.0.0/8")
     sub.add_parser("status")
     down = sub.add_parser("down")
