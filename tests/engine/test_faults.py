@@ -1,7 +1,6 @@
 """Behaviour under bad input and faults, with the real engine."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -9,6 +8,8 @@ import time
 
 import pytest
 import yaml
+
+from tests.sandbox import sandbox_cmd
 
 pytestmark = pytest.mark.engine
 
@@ -80,7 +81,6 @@ def test_node_down_names_the_node_and_a_rerun_converges(sandbox, cli):
         assert "node node4" in out.stdout + out.stderr
         assert "cannot connect over SSH" in out.stdout + out.stderr
     finally:
-        from tests.sandbox import sandbox_cmd
         sandbox_cmd(sandbox.dir, "up")  # brings node4's sshd back
     cli.up("region-two")  # no manual cleanup
     assert cli.preview_steps("region-two") == []
