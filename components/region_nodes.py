@@ -49,9 +49,8 @@ class RegionNodesArgs:
 def database_url(settings: Settings, service: str, password: str, root: str) -> str:
     if settings.service_manager == "none":
         return f"sqlite:///{on_node(root, f'/var/lib/{service}/{service}.sqlite')}"
-    db = service if service != "nova_cell0" else "nova_cell0"
-    user = service.split("_")[0]
-    return f"mysql+pymysql://{user}:{password}@{settings.service_address}/{db}"
+    user = service.split("_")[0]  # nova_api and nova_cell0 belong to the nova user
+    return f"mysql+pymysql://{user}:{password}@{settings.service_address}/{service}"
 
 
 def region_context(settings: Settings, root: str, keystone_url: str, admin_password: str,

@@ -314,6 +314,11 @@ def _parse_ha(raw: Mapping[str, Any], region: str, nodes: tuple[NodeSpec, ...],
     for key in HA_SECRET_KEYS:
         if not raw.get(key):
             raise ConfigError(key, "(unset)", f"a secret with ha: pulumi config set --secret {key} <value>")
+    prefix = ha.get("subnetPrefix", 24)
+    if not isinstance(prefix, int) or isinstance(prefix, bool) or not 8 <= prefix <= 30:
+        raise ConfigError("ha.subnetPrefix", prefix, "the controllers' IPv4 prefix length, 8 to 30 (default 24)")
+    if not isinstance(ha.get("allowSmallGalera", False), bool):
+        raise ConfigError("ha.allowSmallGalera", ha["allowSmallGalera"], "true or false")
     settings = HaSettings(**{HA_KEYS[k]: v for k, v in ha.items()})
     controllers = tuple(ha_configs.HaController(n.name, n.address) for n in nodes if "controller" in n.roles)
     try:

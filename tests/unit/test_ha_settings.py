@@ -31,6 +31,7 @@ def test_ha_region_uses_the_vip():
     ({"virtualRouterId": 300}, "ha.virtualRouterId"),
     ({"virtualRouterId": 0}, "ha.virtualRouterId"),
     ({"unknown": 1}, "ha.unknown"),
+    ({"subnetPrefix": "24"}, "ha.subnetPrefix"),
 ])
 def test_bad_ha_values_name_the_key(ha, key):
     with pytest.raises(ConfigError) as err:
