@@ -83,10 +83,20 @@ class RegionNodes(pulumi.ComponentResource):
     def __init__(self, name: str, args: RegionNodesArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("openstack-multiregion:region:RegionNodes", name, None, opts)
         s = args.settings
-        self.nodes = {n.name: self._node(name, args, n) for n in s.nodes}
+        # With HA on real nodes the first controller bootstraps Galera and RabbitMQ;
+        # the other controllers join only after it did (a resource dependency, no sleep).
+        self.nodes: dict[str, Node] = {}
+        first = s.controllers[0].name if s.controllers else None
+        if first:
+            self.nodes[first] = self._node(name, args, s.node(first))
+        for n in s.nodes:
+            if n.name != first:
+                joins = [self.nodes[first].steps["cluster-bootstrap"]] if (
+                    first and s.ha and s.service_manager == "systemd" and "controller" in n.roles) else []
+                self.nodes[n.name] = self._node(name, args, n, after=joins)
         self.register_outputs({"nodes": list(self.nodes)})
 
-    def _node(self, name: str, args: RegionNodesArgs, spec: NodeSpec) -> Node:
+    def _node(self, name: str, args: RegionNodesArgs, spec: NodeSpec, after: Sequence = ()) -> Node:
         s = args.settings
         root = s.node_root_for(spec.name)
         # Which files a node gets depends only on roles and services, not on secrets.
@@ -106,8 +116,25 @@ class RegionNodes(pulumi.ComponentResource):
             extra_files, steps, units = [], [], self._systemd_units(spec, paths + [f.path for f in ha_files])
         return Node(f"{name}-{spec.name}", NodeArgs(
             spec=spec, private_key=args.ssh_private_key, root=root, service_manager=s.service_manager,
-            files=files + extra_files + ha_files, steps=ha_steps + steps, units=units,
-            depends_on=list(args.depends_on)), pulumi.ResourceOptions(parent=self))
+            files=files + extra_files + ha_files, steps=ha_steps + self._cluster_steps(s, spec) + steps,
+            units=units, depends_on=list(args.depends_on) + list(after)), pulumi.ResourceOptions(parent=self))
+
+    @staticmethod
+    def _cluster_steps(s: Settings, spec: NodeSpec) -> list[NodeStep]:
+        """Galera and RabbitMQ clustering on real nodes (seeds 001/002): the first
+        controller bootstraps, every other one joins it. Each command checks the live
+        cluster first, so a rerun never bootstraps a second cluster."""
+        if not s.ha or s.service_manager != "systemd" or "controller" not in spec.roles:
+            return []
+        first = s.controllers[0]
+        if spec.name == first.name:
+            return [NodeStep("cluster-bootstrap", (
+                "set -e; if ! mysql -N -e \"SHOW STATUS LIKE 'wsrep_cluster_size'\" 2>/dev/null | grep -q wsrep; "
+                "then galera_new_cluster; fi; systemctl start rabbitmq-server"))]
+        return [NodeStep("cluster-join", (
+            "set -e; systemctl start mariadb; systemctl start rabbitmq-server; "
+            f"if ! rabbitmqctl cluster_status 2>/dev/null | grep -q 'rabbit@{first.name}'; then "
+            f"rabbitmqctl stop_app; rabbitmqctl join_cluster rabbit@{first.name}; rabbitmqctl start_app; fi"))]
 
     @staticmethod
     def _ha(s: Settings, spec: NodeSpec, root: str) -> tuple[list[NodeFile], list[NodeStep]]:

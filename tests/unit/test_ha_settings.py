@@ -72,3 +72,17 @@ def test_ha_graph_endpoints_on_vip_and_files_on_every_controller():
         assert f"nodes-ctl{i}-file-etc-haproxy-haproxy.cfg" in names
         assert f"nodes-ctl{i}-check-haproxy" in names
         assert f"nodes-ctl{i}-unit-haproxy" in names
+
+
+def test_real_nodes_bootstrap_the_first_controller_and_join_the_others():
+    rec = run_program({
+        "region": "RegionTwo", "keystone": {"stack": "region-one"}, "services": ["image"],
+        "nodes": CONTROLLERS, "servicePassword": "s", "sshPrivateKey": "k",
+        "ha": {"vip": "172.16.181.30", "virtualRouterId": 51}, **HA_SECRETS,
+    })
+    commands = {c.name: c.inputs["create"] for c in rec.of_type("remote:Command")}
+    assert "galera_new_cluster" in commands["nodes-ctl1-cluster-bootstrap"]
+    for other in ("ctl2", "ctl3"):
+        assert "join_cluster rabbit@ctl1" in commands[f"nodes-{other}-cluster-join"]
+        assert f"nodes-{other}-cluster-bootstrap" not in commands
+    assert "nodes-ctl1-cluster-join" not in commands
