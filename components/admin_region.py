@@ -53,7 +53,11 @@ class AdminRegion(pulumi.ComponentResource):
         super().__init__("openstack-multiregion:keystone:AdminRegion", name, None, opts)
         s = args.settings
         host = s.node(s.keystone.node)
-        self.keystone_url = f"http://{host.address}:{s.keystone.port}/v3/"
+        # Behind HAProxy (seed 003) the catalog and bootstrap URLs are the VIP's;
+        # the node's own address is only used to see the server answer.
+        front = s.ha.vip if s.ha else host.address
+        self.keystone_url = f"http://{front}:{s.keystone.port}/v3/"
+        self.local_url = f"http://{host.address}:{s.keystone.port}/v3/"
         self.keystone_node = self._keystone_node(name, args)
         self.auth = pulumi.Output.secret({
             "authUrl": self.keystone_url, "username": "admin", "password": args.admin_password,
@@ -119,12 +123,12 @@ class AdminRegion(pulumi.ComponentResource):
                      f"--bind {spec.address}:{s.keystone.port} --worker-class gthread --workers 4 --threads 1 "
                      f"--keep-alive 30 --pid {{pidfile}} --access-logfile {shlex.quote(log_dir)}/access.log "
                      f"--error-logfile {shlex.quote(log_dir)}/gunicorn.log keystone_wsgi:application")
-            unit = NodeUnit("keystone", files=[f.path for f in files], start=start, ready_url=self.keystone_url)
+            unit = NodeUnit("keystone", files=[f.path for f in files], start=start, ready_url=self.local_url)
         else:
             # Debian and Ubuntu package Keystone as a site of Apache's mod_wsgi.
             install = ("export DEBIAN_FRONTEND=noninteractive; dpkg -s keystone >/dev/null 2>&1 || "
                        "{ apt-get update -q && apt-get install -y -q keystone apache2 libapache2-mod-wsgi-py3; }")
-            unit = NodeUnit("apache2", files=[f.path for f in files], ready_url=self.keystone_url)
+            unit = NodeUnit("apache2", files=[f.path for f in files], ready_url=self.local_url)
         return Node(f"{name}-{spec.name}", NodeArgs(
             spec=spec, private_key=args.ssh_private_key, root=root, service_manager=s.service_manager,
             install=install, files=files, steps=steps, units=[unit]), pulumi.ResourceOptions(parent=self))

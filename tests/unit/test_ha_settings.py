@@ -86,3 +86,17 @@ def test_real_nodes_bootstrap_the_first_controller_and_join_the_others():
         assert "join_cluster rabbit@ctl1" in commands[f"nodes-{other}-cluster-join"]
         assert f"nodes-{other}-cluster-bootstrap" not in commands
     assert "nodes-ctl1-cluster-join" not in commands
+
+
+def test_ha_admin_region_puts_keystone_behind_the_vip():
+    rec = run_program({
+        "region": "RegionOne", "keystone": {"node": "ctl1"}, "services": ["image"],
+        "nodes": CONTROLLERS, "adminPassword": "a", "servicePassword": "s", "sshPrivateKey": "k",
+        "ha": {"vip": "172.16.181.30", "virtualRouterId": 51}, **HA_SECRETS,
+    })
+    identity = {e.inputs["url"] for e in rec.of_type("keystone:Endpoint") if "identity" in e.name}
+    assert identity == {"http://172.16.181.30:5000/v3/"}
+    bootstrap = [c for c in rec.of_type("remote:Command") if c.name.endswith("keystone-bootstrap")][0]
+    assert "--bootstrap-public-url http://172.16.181.30:5000/v3/" in bootstrap.inputs["create"]
+    unit = [c for c in rec.of_type("remote:Command") if c.name.endswith("unit-apache2")][0]
+    assert "http://172.16.181.31:5000/v3/" in unit.inputs["create"]  # readiness on the node itself
