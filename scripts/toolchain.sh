@@ -46,7 +46,9 @@ go_build() { # <wrapper dir> <package> <output> <version stamp>
 }
 
 sdk_module_dir() {
-  ( cd "$here/toolchain/cli" && GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3 )
+  # Downloaded explicitly: with an installed CLI nothing else has fetched the module.
+  ( cd "$here/toolchain/cli" && GOFLAGS=-mod=mod go mod download github.com/pulumi/pulumi/sdk/v3 &&
+    GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3 )
 }
 
 command -v go >/dev/null || { log "Go is required to build the toolchain (none found on PATH)"; exit 1; }
