@@ -15,6 +15,7 @@ from components.settings import parse, raw_stack_config, secret
 settings = parse(raw_stack_config())  # raises a one-line ConfigError before any resource
 ssh_key = secret("sshPrivateKey") if settings.nodes else None
 service_password = secret("servicePassword") if settings.services else None
+shared_users = settings.service_users == "shared"
 
 
 def stack_reference_name(name: str) -> str:
@@ -26,7 +27,6 @@ if settings.hosts_keystone:
                                                  service_password=service_password, ssh_private_key=ssh_key))
     keystone_url, auth = pulumi.Output.from_input(admin.keystone_url), admin.auth
     service_ids, service_project_id = admin.service_ids, admin.service_project_id
-    shared_users = settings.service_users == "shared"
     depends_on = admin.keystone_node.ready
     pulumi.export("keystone", {"publicUrl": keystone_url, "internalUrl": keystone_url, "adminUrl": keystone_url})
     pulumi.export("adminAuth", auth)
@@ -41,7 +41,6 @@ else:
     auth = pulumi.Output.secret(ref.require_output("adminAuth"))
     service_ids = ref.require_output("serviceIds")
     service_project_id = ref.require_output("serviceProjectId")
-    shared_users = settings.service_users == "shared"
     depends_on = []
 
 region = ServiceRegion("region", ServiceRegionArgs(
