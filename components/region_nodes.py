@@ -147,17 +147,17 @@ class RegionNodes(pulumi.ComponentResource):
             ha_spec(s.ha, s.region, controllers, s.services, s.hosts_keystone, v[0], v[1], v[2]), me))
         shape = ha.ha_node_files(ha_spec(s.ha, s.region, controllers, s.services, s.hosts_keystone,
                                          "x", "x" * 12, "x" * 20), me)
-        files = []
+        files = {}
         for path in sorted(shape):
             owner, group, mode = ha.HA_FILE_MODES.get(path, ("root", "root", "0640"))
-            files.append(NodeFile(path, rendered.apply(lambda f, p=path: f[p]), mode=mode, group=group, owner=owner))
+            files[path] = NodeFile(path, rendered.apply(lambda f, p=path: f[p]), mode=mode, group=group, owner=owner)
         checks = []
         for tool, flag, path in (("haproxy", "-c -f", ha.HAPROXY_CFG), ("keepalived", "-t -f", ha.KEEPALIVED_CONF)):
             target = shlex.quote(on_node(root, path))
             checks.append(NodeStep(f"check-{tool}", f"if command -v {tool} >/dev/null || [ -x /usr/sbin/{tool} ]; then "
                                                     f"PATH=$PATH:/usr/sbin {tool} {flag} {target}; fi",
-                                   triggers=[content_hash(files[sorted(shape).index(path)].content)]))
-        return files, checks
+                                   triggers=[content_hash(files[path].content)]))
+        return list(files.values()), checks
 
     @staticmethod
     def _systemd_units(spec: NodeSpec, paths: list[str]) -> list[NodeUnit]:
