@@ -20,7 +20,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pulumi.dynamic import (CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource,
+                            ResourceProvider, UpdateResult)
+from pulumi.runtime.rpc import UNKNOWN
 
 from components.keystone_api import KeystoneApi
 
@@ -101,10 +103,84 @@ class _Record(ResourceProvider):
 
 # --- Region -------------------------------------------------------------------
 
+VRRP_CONFIG_KEYS = {"api": ("ha.virtualRouterId", "ha.vip"), "db": ("ha.dbVirtualRouterId", "ha.dbVip")}
+
+
+def vrrp_collision(regions: list[dict[str, Any]], region_id: str, claims: list[dict[str, Any]]) -> Optional[str]:
+    """Why `claims` (this region's VRRP instances) collide with another region's, or None.
+
+    keepalived instances with one virtual_router_id on one subnet fight over the VIP,
+    and so do two regions announcing the same VIP, whichever router id they use."""
+    for claim in claims:
+        vrid_key, vip_key = VRRP_CONFIG_KEYS[claim["instance"]]
+        vrid = int(claim["virtual_router_id"])
+        for other in regions:
+            if other.get("id") == region_id:
+                continue
+            theirs = [c for c in other.get("vrrp_router_ids") or [] if isinstance(c, dict)]
+            if any(c.get("vip") == claim["vip"] for c in theirs):
+                return (f"config openstack-multiregion:{vip_key} = {claim['vip']}: expected an address no other "
+                        f"region announces; region {other['id']} already uses it as a VIP")
+            on_subnet = [c for c in theirs if c.get("subnet") == claim["subnet"]]
+            if any(int(c.get("virtual_router_id", 0)) == vrid for c in on_subnet):
+                taken = sorted(int(c["virtual_router_id"]) for c in on_subnet)
+                return (f"config openstack-multiregion:{vrid_key} = {vrid}: expected a VRRP router id that no "
+                        f"other region uses on {claim['subnet']}; region {other['id']} uses "
+                        f"{', '.join(map(str, taken))} there")
+    return None
+
+
+def _with_integer_router_ids(props: dict[str, Any]) -> dict[str, Any]:
+    # Numbers reach a dynamic provider as floats; Keystone should record 51, not 51.0.
+    claims = [dict(c, virtual_router_id=int(c["virtual_router_id"])) for c in props.get("vrrp_router_ids") or []]
+    return dict(props, vrrp_router_ids=claims)
+
+
+def _known(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(_known(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_known(v) for v in value)
+    return value != UNKNOWN
+
+
 class _RegionProvider(_Record):
     collection, member = "regions", "region"
-    fields = {"region_id": "id", "description": "description", "parent_region_id": "parent_region_id"}
+    fields = {"region_id": "id", "description": "description", "parent_region_id": "parent_region_id",
+              "vrrp_router_ids": "vrrp_router_ids"}
     replace_on = ("region_id",)
+
+    # VRRP router ids are checked against the other regions' records in the shared
+    # Keystone: at preview (check) and again right before writing (create/update),
+    # so a stack deployed meanwhile, or `up --skip-preview`, cannot slip through.
+    def check(self, olds, news):
+        claims = news.get("vrrp_router_ids") or []
+        if not claims or not _known(news.get("auth")) or not _known(claims) or not _known(news.get("region_id")):
+            return CheckResult(news, [])
+        try:
+            regions = KeystoneApi(news["auth"]).get("regions")["regions"]
+        except Exception:  # noqa: BLE001 - Keystone unreachable at preview: create/update check again
+            return CheckResult(news, [])
+        clash = vrrp_collision(regions, news["region_id"], claims)
+        return CheckResult(news, [CheckFailure("vrrp_router_ids", clash)] if clash else [])
+
+    def _refuse_collisions(self, props: dict[str, Any]) -> None:
+        if not props["vrrp_router_ids"]:
+            return
+        regions = KeystoneApi(props["auth"]).get("regions")["regions"]
+        clash = vrrp_collision(regions, props["region_id"], props["vrrp_router_ids"])
+        if clash:
+            raise ValueError(clash)
+
+    def create(self, props):
+        props = _with_integer_router_ids(props)
+        self._refuse_collisions(props)
+        return super().create(props)
+
+    def update(self, id_, olds, news):
+        news = _with_integer_router_ids(news)
+        self._refuse_collisions(news)
+        return super().update(id_, olds, news)
 
     def create_body(self, props):
         body = super().create_body(props)
@@ -128,10 +204,10 @@ class Region(Resource, module="keystone", name="Region"):
 
     def __init__(self, name: str, auth: pulumi.Input[dict], region_id: pulumi.Input[str],
                  description: pulumi.Input[str] = "", parent_region_id: Optional[pulumi.Input[str]] = None,
-                 opts: Optional[pulumi.ResourceOptions] = None):
+                 vrrp_router_ids: pulumi.Input[list] = (), opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(_RegionProvider(), name, {
             "auth": auth, "region_id": region_id, "description": description,
-            "parent_region_id": parent_region_id,
+            "parent_region_id": parent_region_id, "vrrp_router_ids": list(vrrp_router_ids),
         }, opts)
 
 

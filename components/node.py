@@ -130,9 +130,12 @@ class Node(pulumi.ComponentResource):
             stop = f"systemctl stop {shlex.quote(unit.name)} || true"
         else:
             pidfile = shlex.quote(on_node(root, f"/run/openstack-multiregion/{unit.name}.pid"))
-            stop = (f"if [ -f {pidfile} ]; then pid=$(cat {pidfile}); kill \"$pid\" 2>/dev/null || true; "
+            # The children are collected first: a master killed after the grace period
+            # (gunicorn waits for its workers) would otherwise leave them orphaned.
+            stop = (f"if [ -f {pidfile} ]; then pid=$(cat {pidfile}); kids=$(pgrep -P \"$pid\" || true); "
+                    f"kill \"$pid\" 2>/dev/null || true; "
                     f"for i in $(seq 1 100); do kill -0 \"$pid\" 2>/dev/null || break; sleep 0.1; done; "
-                    f"kill -9 \"$pid\" 2>/dev/null || true; rm -f {pidfile}; fi")
+                    f"kill -9 \"$pid\" $kids 2>/dev/null || true; rm -f {pidfile}; fi")
             restart = f"{stop}; mkdir -p $(dirname {pidfile}); {unit.start.replace('{pidfile}', pidfile)}"
         wait = ""
         if unit.ready_url:

@@ -48,6 +48,7 @@ class ServiceRegion(pulumi.ComponentResource):
         s = args.settings
         self.region = identity.Region(f"{name}-region", auth=args.auth, region_id=s.region,
                                       description=f"Managed by openstack-multiregion ({pulumi.get_stack()})",
+                                      vrrp_router_ids=s.vrrp_claims,
                                       opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)))
         # Endpoints depend on the Region so that destroy deletes them first:
         # Keystone refuses to delete a region that still has endpoints.
@@ -74,7 +75,7 @@ class ServiceRegion(pulumi.ComponentResource):
         for user_name in sorted({service_user_name(s, t) for t in s.services}):
             user = identity.User(f"{name}-user-{user_name}", auth=args.auth, user_name=user_name,
                                  domain_id="default", password=args.service_password,
-                                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)))
+                                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.region]))
             identity.RoleAssignment(f"{name}-user-{user_name}-admin", auth=args.auth, user_id=user.id,
                                     project_id=args.service_project_id, role_name="admin",
                                     opts=pulumi.ResourceOptions(parent=self))

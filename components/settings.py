@@ -95,6 +95,16 @@ class HaSettings:
     sst_method: str = "rsync"
     allow_small_galera: bool = False
 
+    def vrrp_claims(self) -> list[dict[str, Any]]:
+        """The VRRP router ids this region takes on its subnet, as recorded on its
+        Keystone region so that other regions' stacks can refuse to collide."""
+        claims = [("api", self.vip, self.virtual_router_id)]
+        if self.db_vip:
+            claims.append(("db", self.db_vip, self.db_virtual_router_id))
+        return [{"instance": name, "vip": vip, "virtual_router_id": vrid,
+                 "subnet": str(ipaddress.ip_network(f"{vip}/{self.subnet_prefix}", strict=False))}
+                for name, vip, vrid in claims]
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -122,6 +132,10 @@ class Settings:
 
     def node(self, name: str) -> NodeSpec:
         return next(n for n in self.nodes if n.name == name)
+
+    @property
+    def vrrp_claims(self) -> list[dict[str, Any]]:
+        return self.ha.vrrp_claims() if self.ha else []
 
     @property
     def service_address(self) -> str:

@@ -112,15 +112,33 @@ def pid_alive(pidfile: Path) -> int | None:
         return None
 
 
+def children_of(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
 def stop_pid(pidfile: Path, sig: int = signal.SIGTERM, wait: float = 10.0) -> None:
     pid = pid_alive(pidfile)
     if pid:
+        # Collected before the signal: a master killed after the grace period
+        # (gunicorn waits for its workers) would otherwise orphan them.
+        kids = children_of(pid)
         os.kill(pid, sig)
         deadline = time.time() + wait
         while time.time() < deadline and pid_alive(pidfile):
             time.sleep(0.1)
-        if pid_alive(pidfile):
-            os.kill(pid, signal.SIGKILL)
+        for survivor in [pid, *kids]:
+            try:
+                os.kill(survivor, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     pidfile.unlink(missing_ok=True)
 
 

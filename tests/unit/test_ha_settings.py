@@ -100,3 +100,49 @@ def test_ha_admin_region_puts_keystone_behind_the_vip():
     assert "--bootstrap-public-url http://172.16.181.30:5000/v3/" in bootstrap.inputs["create"]
     unit = [c for c in rec.of_type("remote:Command") if c.name.endswith("unit-apache2")][0]
     assert "http://172.16.181.31:5000/v3/" in unit.inputs["create"]  # readiness on the node itself
+
+
+# --- VRRP router ids across regions (recorded on each Keystone region) --------
+
+def region_record(region_id, claims):
+    return {"id": region_id, "vrrp_router_ids": claims}
+
+
+def test_an_ha_region_records_its_router_ids_and_subnet():
+    s = parse(ha_config(dbVip="172.16.181.40", dbVirtualRouterId=52))
+    assert s.vrrp_claims == [
+        {"instance": "api", "vip": "172.16.181.30", "virtual_router_id": 51, "subnet": "172.16.181.0/24"},
+        {"instance": "db", "vip": "172.16.181.40", "virtual_router_id": 52, "subnet": "172.16.181.0/24"}]
+    assert parse(valid()).vrrp_claims == []
+
+
+def test_a_router_id_taken_on_the_same_subnet_is_refused_with_the_config_key():
+    from components.identity import vrrp_collision
+
+    mine = parse(ha_config()).vrrp_claims
+    other = parse(ha_config(vip="172.16.181.50", dbVip="172.16.181.40", dbVirtualRouterId=52)).vrrp_claims
+    clash = vrrp_collision([region_record("RegionOne", other), region_record("RegionTwo", [])], "RegionTwo", mine)
+    assert clash == ("config openstack-multiregion:ha.virtualRouterId = 51: expected a VRRP router id that no "
+                     "other region uses on 172.16.181.0/24; region RegionOne uses 51, 52 there")
+
+
+def test_the_same_vip_in_two_regions_is_refused():
+    from components.identity import vrrp_collision
+
+    mine = parse(ha_config()).vrrp_claims
+    other = parse(ha_config(virtualRouterId=60)).vrrp_claims
+    clash = vrrp_collision([region_record("RegionOne", other)], "RegionTwo", mine)
+    assert clash.startswith("config openstack-multiregion:ha.vip = 172.16.181.30: expected an address")
+
+
+@pytest.mark.parametrize("other_claims", [
+    [{"instance": "api", "vip": "10.0.0.30", "virtual_router_id": 51, "subnet": "10.0.0.0/24"}],  # other subnet
+    [{"instance": "api", "vip": "172.16.181.50", "virtual_router_id": 60.0, "subnet": "172.16.181.0/24"}],
+    None,  # a region without HA (or created before router ids were recorded)
+])
+def test_router_ids_on_other_subnets_or_unused_are_accepted(other_claims):
+    from components.identity import vrrp_collision
+
+    mine = parse(ha_config()).vrrp_claims
+    assert vrrp_collision([region_record("RegionOne", other_claims), region_record("RegionTwo", mine)],
+                          "RegionTwo", mine) is None
