@@ -38,6 +38,7 @@ class NodeStep:
     command: str
     stdin: Optional[pulumi.Input[str]] = None
     triggers: Sequence[pulumi.Input[str]] = ()
+    delete: Optional[str] = None  # run by `pulumi destroy` (e.g. stop what the step started)
 
 
 @dataclass
@@ -68,6 +69,22 @@ def content_hash(content: pulumi.Input[str]) -> pulumi.Output[str]:
 
 def on_node(root: str, path: str) -> str:
     return path if root == "/" else root.rstrip("/") + path
+
+
+def supervised_pidfile(root: str, name: str) -> str:
+    """Where a process supervised without systemd records its pid (quoted for a shell)."""
+    return shlex.quote(on_node(root, f"/run/openstack-multiregion/{name}.pid"))
+
+
+def supervised_stop(root: str, name: str) -> str:
+    """Stop a supervised process: TERM, up to 10 s, then KILL."""
+    pidfile = supervised_pidfile(root, name)
+    # The children are collected first: a master killed after the grace period
+    # (gunicorn waits for its workers) would otherwise leave them orphaned.
+    return (f"if [ -f {pidfile} ]; then pid=$(cat {pidfile}); kids=$(pgrep -P \"$pid\" || true); "
+            f"kill \"$pid\" 2>/dev/null || true; "
+            f"for i in $(seq 1 100); do kill -0 \"$pid\" 2>/dev/null || break; sleep 0.1; done; "
+            f"kill -9 \"$pid\" $kids 2>/dev/null || true; rm -f {pidfile}; fi")
 
 
 def _push_file_command(target: str, mode: str, group: str, owner: str = "root") -> str:
@@ -101,7 +118,7 @@ class Node(pulumi.ComponentResource):
         self.steps: dict[str, Command] = {}
         for step in args.steps:
             cmd = self._command(step.name, step.command, stdin=step.stdin, triggers=list(step.triggers),
-                                depends_on=after)
+                                delete=step.delete, depends_on=after)
             self.steps[step.name] = cmd
             after = after + [cmd]
         self.units = {u.name: self._unit(u, [hashes[p] for p in u.files], after) for u in args.units}
@@ -129,13 +146,8 @@ class Node(pulumi.ComponentResource):
             restart = f"systemctl restart {shlex.quote(unit.name)}"
             stop = f"systemctl stop {shlex.quote(unit.name)} || true"
         else:
-            pidfile = shlex.quote(on_node(root, f"/run/openstack-multiregion/{unit.name}.pid"))
-            # The children are collected first: a master killed after the grace period
-            # (gunicorn waits for its workers) would otherwise leave them orphaned.
-            stop = (f"if [ -f {pidfile} ]; then pid=$(cat {pidfile}); kids=$(pgrep -P \"$pid\" || true); "
-                    f"kill \"$pid\" 2>/dev/null || true; "
-                    f"for i in $(seq 1 100); do kill -0 \"$pid\" 2>/dev/null || break; sleep 0.1; done; "
-                    f"kill -9 \"$pid\" $kids 2>/dev/null || true; rm -f {pidfile}; fi")
+            pidfile = supervised_pidfile(root, unit.name)
+            stop = supervised_stop(root, unit.name)
             restart = f"{stop}; mkdir -p $(dirname {pidfile}); {unit.start.replace('{pidfile}', pidfile)}"
         wait = ""
         if unit.ready_url:

@@ -94,6 +94,7 @@ class HaSettings:
     stats_address: str = ""
     sst_method: str = "rsync"
     allow_small_galera: bool = False
+    galera_provider: Optional[str] = None  # default: the seeds' (RDO) path
 
     def vrrp_claims(self) -> list[dict[str, Any]]:
         """The VRRP router ids this region takes on its subnet, as recorded on its
@@ -311,7 +312,8 @@ def _parse_memcached(raw: Mapping[str, Any]) -> tuple[str, ...]:
 
 HA_KEYS = {"vip": "vip", "virtualRouterId": "virtual_router_id", "interface": "interface", "dbVip": "db_vip",
            "dbVirtualRouterId": "db_virtual_router_id", "subnetPrefix": "subnet_prefix",
-           "statsAddress": "stats_address", "sstMethod": "sst_method", "allowSmallGalera": "allow_small_galera"}
+           "statsAddress": "stats_address", "sstMethod": "sst_method", "allowSmallGalera": "allow_small_galera",
+           "galeraProvider": "galera_provider"}
 
 
 def _parse_ha(raw: Mapping[str, Any], region: str, nodes: tuple[NodeSpec, ...],
@@ -323,7 +325,7 @@ def _parse_ha(raw: Mapping[str, Any], region: str, nodes: tuple[NodeSpec, ...],
     ha = _decode("ha", raw["ha"])
     if not isinstance(ha, dict) or "vip" not in ha or "virtualRouterId" not in ha:
         raise ConfigError("ha", ha, "an object {vip, virtualRouterId, interface?, dbVip?, dbVirtualRouterId?, "
-                                    "subnetPrefix?, statsAddress?, sstMethod?, allowSmallGalera?}")
+                                    "subnetPrefix?, statsAddress?, sstMethod?, allowSmallGalera?, galeraProvider?}")
     _only_keys("ha", ha, set(HA_KEYS))
     for key in HA_SECRET_KEYS:
         if not raw.get(key):
@@ -356,7 +358,8 @@ def ha_spec(ha: HaSettings, region: str, controllers, services, hosts_keystone: 
                              db_virtual_router_id=ha.db_virtual_router_id, vrrp_password=vrrp_password,
                              stats_password=stats_password, stats_address=ha.stats_address,
                              sst_method=ha.sst_method, apis=apis, allow_small_galera=ha.allow_small_galera,
-                             erlang_cookie=erlang_cookie)
+                             erlang_cookie=erlang_cookie,
+                             **({"galera_provider": ha.galera_provider} if ha.galera_provider else {}))
 
 
 def parse(raw: Mapping[str, Any]) -> Settings:

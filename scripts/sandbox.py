@@ -297,11 +297,16 @@ def cmd_up(args) -> int:
     sb = Sandbox.load(directory)
     if sb is None:
         directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(directory, 0o700)
         sb = Sandbox(dir=str(directory), subnet=args.subnet)
     elif args.subnet_given and args.subnet != sb.subnet:
         raise SystemExit(f"[sandbox] {directory} already uses subnet {sb.subnet}; "
                          "run 'down --purge' first to change it")
+    # Others may pass through (not list) the sandbox: the HA region's MariaDB runs as
+    # `mysql` inside the node roots. What holds credentials stays owner-only.
+    os.chmod(directory, 0o711)
+    for private in ("state", "keystone"):
+        (directory / private).mkdir(exist_ok=True)
+        os.chmod(directory / private, 0o700)
     (sb.path / "state").mkdir(exist_ok=True)
     passphrase = sb.path / "passphrase"
     if not passphrase.exists():

@@ -16,6 +16,10 @@ command -v memcached >/dev/null || need_apt+=(memcached)  # the sandbox regions'
 # Config checkers for the HA files (haproxy -c, keepalived -t); never started here.
 [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 [ -x /usr/sbin/keepalived ] || need_apt+=(keepalived)
+# The HA sandbox region runs a real three-node MariaDB Galera cluster (rsync SST).
+command -v mariadbd >/dev/null || need_apt+=(mariadb-server)
+[ -f /usr/lib/galera/libgalera_smm.so ] || need_apt+=(galera-4)
+command -v rsync >/dev/null || need_apt+=(rsync)
 command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -28,7 +28,8 @@ def test_three_controllers_behind_a_vip(sandbox, cli, admin):
                    "hostKey": by_name[n]["host_key"], "roles": ["controller"]} for n in NODES],
         "nodeRoot": str(sandbox.dir / "nodes" / "{node}" / "root"), "serviceManager": "none",
         "virtualenv": __import__("sys").prefix,
-        "ha": {"vip": VIP, "virtualRouterId": 77, "interface": host_interface()},
+        "ha": {"vip": VIP, "virtualRouterId": 77, "interface": host_interface(),
+               "galeraProvider": "/usr/lib/galera/libgalera_smm.so"},  # Debian's path
     }
     SECRETS.update(servicePassword="svc-" + "p" * 20, sshPrivateKey=sandbox.private_key)
     cli.write_stack("region-ha", config, SECRETS)
@@ -53,9 +54,63 @@ def test_three_controllers_behind_a_vip(sandbox, cli, admin):
                 assert check.returncode == 0, check.stdout + check.stderr
         assert states == {"node7": "MASTER", "node8": "BACKUP", "node9": "BACKUP"}
         assert cli.preview_steps("region-ha") == []
+        assert_galera_cluster_serves_the_region_through_failover(sandbox, admin)
         assert_router_id_77_is_refused_to_another_region(sandbox, cli, admin)
     finally:
         cli.destroy("region-ha")
+    # Destroy stopped what the region ran on its controllers.
+    leftovers = subprocess.run(["pgrep", "-af", "|".join(f"nodes/{n}/root" for n in NODES)],
+                               capture_output=True, text=True).stdout
+    assert not [line for line in leftovers.splitlines() if "mariadbd" in line or "haproxy" in line], leftovers
+
+
+def galera_status(address: str) -> dict:
+    """wsrep status of one node, read over TCP with the region's glance database user."""
+    import pymysql
+
+    conn = pymysql.connect(host=address, user="glance", password=SECRETS["servicePassword"], database="glance",
+                           connect_timeout=5)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW STATUS WHERE Variable_name IN ('wsrep_cluster_size', 'wsrep_local_state_comment')")
+            return dict(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def assert_galera_cluster_serves_the_region_through_failover(sandbox, admin):
+    """The three controllers form one real Galera cluster (bootstrapped on node7, joined
+    by node8 and node9); Glance on every controller keeps its records there, reached
+    through HAProxy on the VIP; losing node7's MariaDB and Glance loses nothing."""
+    import os
+    import signal
+    import time
+
+    addresses = {n["name"]: n["address"] for n in sandbox.nodes if n["name"] in NODES}
+    for node, address in addresses.items():
+        assert galera_status(address) == {"wsrep_cluster_size": "3", "wsrep_local_state_comment": "Synced"}, node
+    image_file = sandbox.dir / "ha-image.raw"
+    image_file.write_bytes(b"\0" * 1024)
+
+    def image_create(name):
+        sandbox.openstack("image", "create", "--disk-format", "raw", "--container-format", "bare",
+                          "--file", str(image_file), name, region="RegionHa", auth=admin)
+
+    image_create("ha-before")
+    # node7 is the Galera node HAProxy writes to (the others are `backup`): crash it,
+    # and stop node7's Glance too.
+    run7 = sandbox.dir / "nodes" / "node7" / "root" / "run"
+    os.kill(int((run7 / "mysqld" / "mariadb.pid").read_text()), signal.SIGKILL)
+    os.kill(int((run7 / "openstack-multiregion" / "glance-api.pid").read_text()), signal.SIGTERM)
+    deadline, names = time.time() + 90, set()
+    while time.time() < deadline and "ha-before" not in names:
+        listed = sandbox.openstack("image", "list", "-f", "json", region="RegionHa", auth=admin, check=False)
+        names = {i["Name"] for i in __import__("json").loads(listed.stdout)} if listed.returncode == 0 else set()
+        time.sleep(2)
+    assert "ha-before" in names, "the image written before the failover is not served after it"
+    image_create("ha-after")
+    for node in ("node8", "node9"):
+        assert galera_status(addresses[node])["wsrep_cluster_size"] == "2", node
 
 
 

@@ -146,3 +146,38 @@ def test_router_ids_on_other_subnets_or_unused_are_accepted(other_claims):
     mine = parse(ha_config()).vrrp_claims
     assert vrrp_collision([region_record("RegionOne", other_claims), region_record("RegionTwo", mine)],
                           "RegionTwo", mine) is None
+
+
+def test_the_galera_provider_path_is_configurable_and_checked():
+    from components import ha_configs
+    from components.settings import ha_spec
+
+    s = parse(ha_config(galeraProvider="/usr/lib/galera/libgalera_smm.so"))
+    spec = ha_spec(s.ha, "RegionOne", (ha_configs.HaController("ctl1", "172.16.181.31"),), ("image",), False,
+                   "vrrp1234", "stats-Secret-99", "C" * 20)
+    assert "wsrep_provider = /usr/lib/galera/libgalera_smm.so" in ha_configs.galera_cnf(spec, spec.controllers[0])
+    with pytest.raises(ConfigError) as err:
+        parse(ha_config(galeraProvider="libgalera.so"))
+    assert err.value.key == "ha.galeraProvider"
+
+
+def test_the_region_databases_are_created_from_sql_on_stdin_with_the_password_quoted():
+    from components.region_nodes import database_sql
+
+    s = parse(ha_config())
+    sql = database_sql(s, "it's\\secret")
+    assert "CREATE DATABASE IF NOT EXISTS glance;" in sql and "CREATE DATABASE IF NOT EXISTS nova_cell0;" in sql
+    assert "GRANT ALL PRIVILEGES ON nova_api.* TO 'nova'@'%';" in sql
+    assert "IDENTIFIED BY 'it\\'s\\\\secret';" in sql
+
+
+def test_galera_listens_on_the_node_address_only():
+    from components import ha_configs
+    from components.settings import ha_spec
+
+    s = parse(ha_config())
+    controllers = tuple(ha_configs.HaController(n["name"], n["address"]) for n in CONTROLLERS)
+    spec = ha_spec(s.ha, "RegionOne", controllers, ("image",), False, "vrrp1234", "stats-Secret-99", "C" * 20)
+    cnf = ha_configs.galera_cnf(spec, controllers[1])
+    assert "gmcast.listen_addr=tcp://172.16.181.32:4567;ist.recv_addr=172.16.181.32:4568" in cnf
+    assert "wsrep_sst_receive_address = 172.16.181.32:4444" in cnf
