@@ -395,7 +395,11 @@ def parse(raw: Mapping[str, Any]) -> Settings:
     memcached = _parse_memcached(raw)
     ha = _parse_ha(raw, region, nodes, services, keystone.node is not None)
     present = frozenset(k for k in SECRET_KEYS if raw.get(k))
-    needed = [("adminPassword", keystone.node is not None), ("servicePassword", bool(services)),
+    if ha and keystone.node and "controller" not in next(n for n in nodes if n.name == keystone.node).roles:
+        raise ConfigError("keystone.node", keystone.node, "a controller: with ha, Keystone runs on every controller "
+                                                          "behind the VIP and this node bootstraps it")
+    # With ha, servicePassword is also the region's database password (Keystone's too).
+    needed = [("adminPassword", keystone.node is not None), ("servicePassword", bool(services) or bool(ha)),
               ("sshPrivateKey", bool(nodes))]
     for key, required in needed:
         if required and key not in present:

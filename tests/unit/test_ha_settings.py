@@ -68,10 +68,10 @@ def test_ha_graph_endpoints_on_vip_and_files_on_every_controller():
     assert urls and all(u.startswith("http://172.16.181.30:") for u in urls)
     names = {c.name for c in rec.of_type("remote:Command")}
     for i in (1, 2, 3):
-        assert f"nodes-ctl{i}-file-etc-keepalived-keepalived.conf" in names
-        assert f"nodes-ctl{i}-file-etc-haproxy-haproxy.cfg" in names
-        assert f"nodes-ctl{i}-check-haproxy" in names
-        assert f"nodes-ctl{i}-unit-haproxy" in names
+        assert f"ha-ctl{i}-file-etc-keepalived-keepalived.conf" in names
+        assert f"ha-ctl{i}-file-etc-haproxy-haproxy.cfg" in names
+        assert f"ha-ctl{i}-check-haproxy" in names
+        assert f"ha-ctl{i}-unit-haproxy" in names
 
 
 def test_real_nodes_bootstrap_the_first_controller_and_join_the_others():
@@ -81,11 +81,11 @@ def test_real_nodes_bootstrap_the_first_controller_and_join_the_others():
         "ha": {"vip": "172.16.181.30", "virtualRouterId": 51}, **HA_SECRETS,
     })
     commands = {c.name: c.inputs["create"] for c in rec.of_type("remote:Command")}
-    assert "galera_new_cluster" in commands["nodes-ctl1-cluster-bootstrap"]
+    assert "galera_new_cluster" in commands["ha-ctl1-cluster-bootstrap"]
     for other in ("ctl2", "ctl3"):
-        assert "join_cluster rabbit@ctl1" in commands[f"nodes-{other}-cluster-join"]
-        assert f"nodes-{other}-cluster-bootstrap" not in commands
-    assert "nodes-ctl1-cluster-join" not in commands
+        assert "join_cluster rabbit@ctl1" in commands[f"ha-{other}-cluster-join"]
+        assert f"ha-{other}-cluster-bootstrap" not in commands
+    assert "ha-ctl1-cluster-join" not in commands
 
 
 def test_ha_admin_region_puts_keystone_behind_the_vip():
@@ -162,7 +162,7 @@ def test_the_galera_provider_path_is_configurable_and_checked():
 
 
 def test_the_region_databases_are_created_from_sql_on_stdin_with_the_password_quoted():
-    from components.region_nodes import database_sql
+    from components.ha_cluster import database_sql
 
     s = parse(ha_config())
     sql = database_sql(s, "it's\\secret")
@@ -181,3 +181,31 @@ def test_galera_listens_on_the_node_address_only():
     cnf = ha_configs.galera_cnf(spec, controllers[1])
     assert "gmcast.listen_addr=tcp://172.16.181.32:4567;ist.recv_addr=172.16.181.32:4568" in cnf
     assert "wsrep_sst_receive_address = 172.16.181.32:4444" in cnf
+
+
+def test_ha_keystone_runs_on_every_controller_with_shared_keys_and_one_bootstrap():
+    rec = run_program({
+        "region": "RegionOne", "keystone": {"node": "ctl2"}, "services": [],
+        "nodes": CONTROLLERS, "adminPassword": "a", "servicePassword": "s", "sshPrivateKey": "k",
+        "ha": {"vip": "172.16.181.30", "virtualRouterId": 51}, **HA_SECRETS,
+    })
+    commands = {c.name: c.inputs for c in rec.of_type("remote:Command")}
+    assert {n for n in commands if n.endswith("-unit-apache2")} == {f"admin-ctl{i}-unit-apache2" for i in (1, 2, 3)}
+    # keystone.node bootstraps (after the HA cluster created the keystone database) ...
+    assert [n for n in commands if n.endswith("keystone-bootstrap")] == ["admin-ctl2-keystone-bootstrap"]
+    assert "fernet_setup" not in commands["admin-ctl2-keystone-db"]["create"]
+    assert "CREATE DATABASE IF NOT EXISTS keystone;" in commands["ha-ctl1-databases"]["stdin"]["value"]
+    # ... and every node gets the same generated key repositories.
+    for i in (1, 2, 3):
+        assert commands[f"admin-ctl{i}-file-etc-keystone-fernet-keys-1"]["stdin"]["value"] == "key-1"
+        assert commands[f"admin-ctl{i}-file-etc-keystone-credential-keys-0"]["stdin"]["value"] == "key-0"
+    assert len(rec.of_type("keystone:KeyRepository")) == 2
+
+
+def test_keystone_node_must_be_a_controller_with_ha():
+    with_compute = CONTROLLERS + [{"name": "cmp1", "address": "172.16.181.41", "roles": ["compute"], "hostKey": KEY}]
+    raw = valid(nodes=json.dumps(with_compute), ha=json.dumps({"vip": "172.16.181.30", "virtualRouterId": 51}),
+                keystone=json.dumps({"node": "cmp1"}), adminPassword="a", **HA_SECRETS)
+    with pytest.raises(ConfigError) as err:
+        parse(raw)
+    assert err.value.key == "keystone.node"
