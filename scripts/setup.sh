@@ -29,6 +29,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]} ..."
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  if [[ " ${need_apt[*]} " == *" mariadb-server "* ]]; then
+    # The package may start a default server; the sandbox runs its own per node.
+    { systemctl disable --now mariadb || /etc/init.d/mariadb stop; } >/dev/null 2>&1 || true
+  fi
 fi
 
 # --- Python environment, keyed by the requirement files and the interpreter ------

@@ -203,6 +203,9 @@ def test_keystone_on_three_controllers_behind_a_vip(sandbox, cli):
         assert check.status_code == 200, check.text
         keys = {n: (sandbox.dir / "nodes" / n / "root" / "etc/keystone/fernet-keys/1").read_text() for n in NODES}
         assert len(set(keys.values())) == 1
+        # The generated keys and the database password are secrets in the state.
+        state = sandbox.state_text()
+        assert keys["node7"] not in state and ("svc-" + "p" * 20) not in state
         assert cli.preview_steps("keystone-ha") == []
         # node7's Keystone goes away: the VIP keeps answering from node8/node9.
         run7 = sandbox.dir / "nodes" / "node7" / "root" / "run" / "openstack-multiregion"
