@@ -20,7 +20,6 @@ service_password = secret("servicePassword") if settings.services or settings.ha
 shared_users = settings.service_users == "shared"
 
 
-
 def ha_cluster(after: list) -> HaCluster | None:
     """With ha, the control plane (Galera, HAProxy, keepalived, RabbitMQ): Keystone and
     the region's services keep their data in its Galera cluster."""

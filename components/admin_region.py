@@ -170,11 +170,12 @@ class AdminRegion(pulumi.ComponentResource):
             lambda pw: f"mysql+pymysql://keystone:{pw}@{database_host(s)}/keystone")
         head = s.node(s.keystone.node)
         ordered = [head] + [c for c in s.controllers if c.name != head.name]
+        owner = self._owner(s)
+        key_files = [NodeFile(f"/etc/keystone/{repo}/{i}", keys.keys.apply(lambda k, i=i: k[i]), mode="0600",
+                              owner=owner, group=owner)
+                     for repo, keys in (("fernet-keys", fernet), ("credential-keys", credential)) for i in (0, 1)]
         nodes: list[Node] = []
         for spec in ordered:
-            key_files = [NodeFile(f"/etc/keystone/{repo}/{i}", keys.keys.apply(lambda k, i=i: k[i]), mode="0600",
-                                  owner=self._owner(s), group=self._owner(s))
-                         for repo, keys in (("fernet-keys", fernet), ("credential-keys", credential)) for i in (0, 1)]
             after = list(args.depends_on) + (nodes[0].ready if nodes else [])
             nodes.append(self._keystone_on(name, args, spec, connection, key_files, bootstrap=not nodes, after=after))
         return nodes

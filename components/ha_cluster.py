@@ -25,8 +25,7 @@ from typing import Optional, Sequence
 import pulumi
 
 from components import ha_configs as ha
-from components.node import (Node, NodeArgs, NodeFile, NodeStep, NodeUnit, content_hash, on_node,
-                             supervised_pidfile, supervised_stop)
+from components.node import Node, NodeArgs, NodeFile, NodeStep, NodeUnit, content_hash, on_node, supervised_stop
 from components.settings import NodeSpec, Settings, ha_spec
 from components.settings import secret as settings_secret
 from components.templates import render
@@ -98,12 +97,15 @@ class HaCluster(pulumi.ComponentResource):
         s = args.settings
         root = s.node_root_for(spec.name)
         files, checks = ha_files_and_checks(s, spec, root)
-        haproxy_hash = content_hash(next(f.content for f in files if f.path == ha.HAPROXY_CFG))
         first = spec.name == s.controllers[0].name
         if s.service_manager == "none":
             files.append(NodeFile(SANDBOX_MARIADB_CNF, render(
                 "galera/sandbox-node.cnf.j2", galera_node_name=spec.name, galera_root=root.rstrip("/")), mode="0644"))
-            steps, units = sandbox_cluster_steps(spec, root, first, sql, haproxy_hash), []
+            # Every controller's haproxy binds the same VIP ports (SO_REUSEPORT), standing
+            # in for the VIP keepalived would move between them.
+            haproxy = NodeUnit("haproxy", files=(ha.HAPROXY_CFG,), start=(
+                f"/usr/sbin/haproxy -D -f {shlex.quote(on_node(root, ha.HAPROXY_CFG))} -p {{pidfile}}"))
+            steps, units = sandbox_cluster_steps(spec, root, first, sql), [haproxy]
         else:
             steps, units = systemd_cluster_steps(s, first, sql), restarted_units(files)
         return Node(f"{name}-{spec.name}", NodeArgs(
@@ -159,12 +161,10 @@ def systemd_cluster_steps(s: Settings, first: bool, sql: pulumi.Output) -> list[
         f"rabbitmqctl stop_app; rabbitmqctl join_cluster rabbit@{head}; rabbitmqctl start_app; fi"))]
 
 
-def sandbox_cluster_steps(spec: NodeSpec, root: str, first: bool, sql: pulumi.Output,
-                          haproxy_hash: pulumi.Output) -> list[NodeStep]:
-    """The sandbox's real Galera node and HAProxy (no systemd): mariadbd from the node's
-    galera.cnf, with --wsrep-new-cluster on the first controller and plainly (state
-    transfer from the cluster) on the others, then haproxy. Every controller's haproxy
-    binds the same VIP ports (SO_REUSEPORT), standing in for the VIP keepalived moves."""
+def sandbox_cluster_steps(spec: NodeSpec, root: str, first: bool, sql: pulumi.Output) -> list[NodeStep]:
+    """The sandbox's real Galera node (no systemd): mariadbd from the node's galera.cnf,
+    with --wsrep-new-cluster on the first controller and plainly (state transfer from
+    the cluster) on the others."""
     cnf = shlex.quote(on_node(root, SANDBOX_MARIADB_CNF))
     # mariadbd runs as `mysql` (rsync's state transfer daemon would drop root to `nobody`).
     dirs = " ".join(shlex.quote(on_node(root, d)) for d in (
@@ -182,16 +182,9 @@ def sandbox_cluster_steps(spec: NodeSpec, root: str, first: bool, sql: pulumi.Ou
              f"[ \"$st\" = Synced ] || {{ echo 'galera node {spec.name} not Synced within 180s' >&2; exit 1; }}")
     # Destroy also removes the data the step created (as `kolla-ansible destroy` removes
     # its volumes): a later cluster on these nodes must not meet a stale Galera state.
-    stop = (f"mariadb-admin --defaults-file={cnf} shutdown 2>/dev/null || true; "
-            f"if [ -f {mariadb_pid} ]; then kill -9 $(cat {mariadb_pid}) 2>/dev/null || true; rm -f {mariadb_pid}; fi; "
-            f"rm -rf " + " ".join(shlex.quote(on_node(root, d)) for d in ("/var/lib/mysql", "/var/lib/mysql-tmp")))
+    stop = (f"{supervised_stop(root, 'mariadb', pidfile=mariadb_pid)}; rm -rf "
+            + " ".join(shlex.quote(on_node(root, d)) for d in ("/var/lib/mysql", "/var/lib/mysql-tmp")))
     steps = [NodeStep("cluster-bootstrap" if first else "cluster-join", start, delete=stop)]
     if first:
         steps.append(NodeStep("databases", f"set -e; {client} --batch", stdin=sql, triggers=[content_hash(sql)]))
-    cfg = shlex.quote(on_node(root, ha.HAPROXY_CFG))
-    pidfile = supervised_pidfile(root, "haproxy")
-    steps.append(NodeStep("haproxy", (
-        f"set -e; {supervised_stop(root, 'haproxy')}; mkdir -p $(dirname {pidfile}); "
-        f"/usr/sbin/haproxy -D -f {cfg} -p {pidfile}"), delete=supervised_stop(root, "haproxy"),
-        triggers=[haproxy_hash]))
     return steps

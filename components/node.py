@@ -76,9 +76,10 @@ def supervised_pidfile(root: str, name: str) -> str:
     return shlex.quote(on_node(root, f"/run/openstack-multiregion/{name}.pid"))
 
 
-def supervised_stop(root: str, name: str) -> str:
-    """Stop a supervised process: TERM, up to 10 s, then KILL."""
-    pidfile = supervised_pidfile(root, name)
+def supervised_stop(root: str, name: str, pidfile: Optional[str] = None) -> str:
+    """Stop a supervised process: TERM, up to 10 s, then KILL. `pidfile` (quoted):
+    where the program writes its own pid, if not the supervised place."""
+    pidfile = pidfile or supervised_pidfile(root, name)
     # The children are collected first: a master killed after the grace period
     # (gunicorn waits for its workers) would otherwise leave them orphaned.
     return (f"if [ -f {pidfile} ]; then pid=$(cat {pidfile}); kids=$(pgrep -P \"$pid\" || true); "

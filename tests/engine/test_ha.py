@@ -17,15 +17,20 @@ def host_interface() -> str:
     names = sorted(p.name for p in __import__("pathlib").Path("/sys/class/net").iterdir() if p.name != "lo")
     return "eth0" if "eth0" in names else names[0]
 VIP = "127.0.77.100"
+
+
+def controllers(sandbox, names) -> list[dict]:
+    """Stack config `nodes` entries for these sandbox nodes, all controllers."""
+    by_name = {n["name"]: n for n in sandbox.nodes}
+    return [{"name": n, "address": by_name[n]["address"], "sshPort": by_name[n]["port"],
+             "hostKey": by_name[n]["host_key"], "roles": ["controller"]} for n in names]
 SECRETS = {"vrrpPassword": "vr7Pass", "haproxyStatsPassword": "stats-" + "q" * 16, "erlangCookie": "C" * 24}
 
 
 def test_three_controllers_behind_a_vip(sandbox, cli, admin):
-    by_name = {n["name"]: n for n in sandbox.nodes}
     config = {
         "region": "RegionHa", "keystone": {"stack": "region-one"}, "services": ["image", "placement"],
-        "nodes": [{"name": n, "address": by_name[n]["address"], "sshPort": by_name[n]["port"],
-                   "hostKey": by_name[n]["host_key"], "roles": ["controller"]} for n in NODES],
+        "nodes": controllers(sandbox, NODES),
         "nodeRoot": str(sandbox.dir / "nodes" / "{node}" / "root"), "serviceManager": "none",
         "virtualenv": __import__("sys").prefix,
         "ha": {"vip": VIP, "virtualRouterId": 77, "interface": host_interface(),
@@ -125,12 +130,10 @@ def assert_router_id_77_is_refused_to_another_region(sandbox, cli, admin):
     shown = conn.identity.get("/regions/RegionHa").json()["region"]
     assert shown["vrrp_router_ids"] == [{"instance": "api", "vip": VIP, "virtual_router_id": 77,
                                         "subnet": "127.0.77.0/24"}]
-    by_name = {n["name"]: n for n in sandbox.nodes}
     clash_nodes = ("node5", "node6")
     clash = {
         "region": "RegionClash", "keystone": {"stack": "region-one"}, "services": ["image"],
-        "nodes": [{"name": n, "address": by_name[n]["address"], "sshPort": by_name[n]["port"],
-                   "hostKey": by_name[n]["host_key"], "roles": ["controller"]} for n in clash_nodes],
+        "nodes": controllers(sandbox, clash_nodes),
         "nodeRoot": str(sandbox.dir / "nodes" / "{node}" / "root"), "serviceManager": "none",
         "virtualenv": __import__("sys").prefix,
         "ha": {"vip": "127.0.77.101", "virtualRouterId": 77, "interface": host_interface(),
@@ -173,8 +176,7 @@ def test_keystone_on_three_controllers_behind_a_vip(sandbox, cli):
     by_name = {n["name"]: n for n in sandbox.nodes}
     config = {
         "region": "RegionKsHa", "keystone": {"node": "node7"}, "services": [],
-        "nodes": [{"name": n, "address": by_name[n]["address"], "sshPort": by_name[n]["port"],
-                   "hostKey": by_name[n]["host_key"], "roles": ["controller"]} for n in NODES],
+        "nodes": controllers(sandbox, NODES),
         "nodeRoot": str(sandbox.dir / "nodes" / "{node}" / "root"), "serviceManager": "none",
         "virtualenv": __import__("sys").prefix,
         "ha": {"vip": KEYSTONE_VIP, "virtualRouterId": 80, "interface": host_interface(),
