@@ -7,24 +7,45 @@ Other stacks find the shared Keystone through a StackReference.
 import pulumi
 
 from components.admin_region import AdminRegion, AdminRegionArgs
+from components.control_plane import ControlPlane, ControlPlaneArgs
 from components.ha_cluster import HaCluster, HaClusterArgs
-from components.identity import KeystoneInUseGuard
+from components.identity import KeystoneInUseGuard, Ownership, set_ownership, stack_owner
+from components.node_software import NodeSoftware, NodeSoftwareArgs
 from components.region_nodes import RegionNodes, RegionNodesArgs
+from components.region_secrets import RegionSecrets, RegionSecretsArgs
 from components.service_region import ServiceRegion, ServiceRegionArgs
-from components.settings import parse, raw_stack_config, secret
+from components.settings import NAMESPACE, engine_secret_keys, parse, raw_stack_config, secret
 
-settings = parse(raw_stack_config())  # raises a one-line ConfigError before any resource
+settings = parse(raw_stack_config(), engine_secret_keys())  # raises a one-line ConfigError before any resource
+# Every Keystone record this stack creates is tagged with its name; see components/identity.py.
+# The Keystone stack also takes the records its own bootstrap step makes.
+set_ownership(Ownership(owner=stack_owner(), adopt_untagged=settings.adopt_untagged,
+                        bootstrap_region=settings.region if settings.hosts_keystone else None))
 ssh_key = secret("sshPrivateKey") if settings.nodes else None
-# With ha, servicePassword is also the password of the region's database users.
-service_password = secret("servicePassword") if settings.services or settings.ha else None
+service_password_override = pulumi.Config(NAMESPACE).get_secret("servicePassword")
 shared_users = settings.service_users == "shared"
 
 
-def ha_cluster(after: list) -> HaCluster | None:
-    """With ha, the control plane (Galera, HAProxy, keepalived, RabbitMQ): Keystone and
-    the region's services keep their data in its Galera cluster."""
-    return HaCluster("ha", HaClusterArgs(settings=settings, database_password=service_password,
-                                         ssh_private_key=ssh_key, depends_on=after)) if settings.ha else None
+def infrastructure(secrets: RegionSecrets, after: list) -> HaCluster | ControlPlane | None:
+    """The region's databases, message queue and token cache, before any OpenStack
+    service (Keystone included) uses them: with ha, a cluster across the controllers
+    (Galera, RabbitMQ, HAProxy, keepalived); on real nodes without it, on the first
+    controller. (The loopback sandbox keeps its data in SQLite.)"""
+    if settings.ha:
+        return HaCluster("ha", HaClusterArgs(settings=settings, database_passwords=secrets.database_passwords,
+                                             rabbitmq_password=secrets.rabbitmq_password, ssh_private_key=ssh_key,
+                                             depends_on=after + installed))
+    if settings.service_manager == "systemd" and settings.controllers:
+        return ControlPlane("control-plane", ControlPlaneArgs(
+            settings=settings, database_passwords=secrets.database_passwords,
+            rabbitmq_password=secrets.rabbitmq_password, ssh_private_key=ssh_key, depends_on=after + installed))
+    return None
+
+
+# Real nodes get their software first: packages and the OpenStack virtualenv.
+software = NodeSoftware("software", NodeSoftwareArgs(settings=settings, ssh_private_key=ssh_key)) \
+    if settings.nodes and settings.service_manager == "systemd" else None
+installed = software.all_ready if software else []
 
 
 def stack_reference_name(name: str) -> str:
@@ -32,11 +53,16 @@ def stack_reference_name(name: str) -> str:
 
 
 if settings.hosts_keystone:
-    # The Keystone stack's cluster comes first: its Keystone runs on it.
-    cluster = ha_cluster([])
-    admin = AdminRegion("admin", AdminRegionArgs(settings=settings, admin_password=secret("adminPassword"),
-                                                 service_password=service_password, ssh_private_key=ssh_key,
-                                                 depends_on=cluster.ready if cluster else []))
+    secrets = RegionSecrets("secrets", RegionSecretsArgs(
+        settings=settings, service_password_override=service_password_override, all_service_users=shared_users))
+    # The Keystone stack's databases come first: its Keystone keeps its data there.
+    cluster = infrastructure(secrets, [])
+    admin_password = secret("adminPassword")
+    admin = AdminRegion("admin", AdminRegionArgs(
+        settings=settings, admin_password=admin_password,
+        database_password=secrets.database_passwords.apply(lambda p: p.get("keystone", "")),
+        service_passwords=secrets.service_passwords, ssh_private_key=ssh_key,
+        depends_on=cluster.ready if cluster else installed))
     keystone_url, auth = pulumi.Output.from_input(admin.keystone_url), admin.auth
     service_ids, service_project_id = admin.service_ids, admin.service_project_id
     depends_on = admin.keystone_ready
@@ -46,23 +72,27 @@ if settings.hosts_keystone:
     pulumi.export("serviceProjectId", service_project_id)
     pulumi.export("serviceUsers", settings.service_users)
     if shared_users:
-        pulumi.export("sharedServicePassword", pulumi.Output.secret(service_password))
+        pulumi.export("sharedServicePasswords", secrets.service_passwords)
 else:
     ref = pulumi.StackReference(stack_reference_name(settings.keystone.stack))
     keystone_url = ref.require_output("keystone").apply(lambda k: k["publicUrl"])
     auth = pulumi.Output.secret(ref.require_output("adminAuth"))
+    admin_password = auth.apply(lambda a: a["password"])
     service_ids = ref.require_output("serviceIds")
     service_project_id = ref.require_output("serviceProjectId")
     depends_on = []
+    secrets = RegionSecrets("secrets", RegionSecretsArgs(
+        settings=settings, service_password_override=service_password_override,
+        shared_service_passwords=ref.require_output("sharedServicePasswords") if shared_users else None))
 
 region = ServiceRegion("region", ServiceRegionArgs(
     settings=settings, keystone_url=keystone_url, auth=auth, service_ids=service_ids,
-    service_project_id=service_project_id, service_password=service_password,
+    service_project_id=service_project_id, service_passwords=secrets.service_passwords,
     shared_service_users=shared_users, depends_on=depends_on))
 if not settings.hosts_keystone:
     # After the Region: its VRRP router ids are checked against the other regions'
     # before anything is pushed to a node.
-    cluster = ha_cluster([region.region])
+    cluster = infrastructure(secrets, [region.region])
 cluster_ready = cluster.ready if cluster else []
 
 nodes = None
@@ -70,14 +100,16 @@ if settings.nodes and settings.services:
     # Services start only once their region, endpoints and users exist in Keystone:
     # keystonemiddleware looks up this region's identity endpoint.
     nodes = RegionNodes("nodes", RegionNodesArgs(
-        settings=settings, keystone_url=keystone_url, admin_password=auth.apply(lambda a: a["password"]),
-        service_password=service_password, ssh_private_key=ssh_key, depends_on=[region, *cluster_ready]))
+        settings=settings, keystone_url=keystone_url, secrets=secrets, ssh_private_key=ssh_key,
+        admin_password=admin_password if settings.admin_openrc else None,
+        depends_on=[region, *installed, *cluster_ready]))
 
 if settings.hosts_keystone:
     # Depends on everything else in the stack, so `pulumi destroy` deletes it first
     # and stops there while other regions still use this Keystone.
     KeystoneInUseGuard("keystone-in-use-guard", auth=auth, region_id=settings.region,
-                       opts=pulumi.ResourceOptions(depends_on=[r for r in (cluster, admin, region, nodes) if r]))
+                       opts=pulumi.ResourceOptions(depends_on=[r for r in (software, cluster, admin, region, nodes)
+                                                               if r]))
 
 pulumi.export("region", settings.region)
 pulumi.export("keystoneUrl", keystone_url)

@@ -39,6 +39,10 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the service registry: what seed 000's manual steps register
+from components import registry  # noqa: E402
+from components.registry.context import http_url  # noqa: E402
+
 SANDBOX_SCRIPT = REPO / "scripts" / "sandbox.py"
 DEFAULT_OUT = REPO / "bench" / "results" / "bench.json"
 
@@ -49,12 +53,6 @@ CATALOG_STACK = "bench-catalog"
 MANUAL_REGION, PULUMI_REGION = "BenchManual", "BenchPulumi"
 ENDPOINT_ADDRESS = f"{SUBNET}.200"  # no node behind it: a catalog-only region
 REGION_SERVICES = ["image", "network", "compute", "placement", "volumev3"]
-# service type -> (port, path), as seed 000 registers them (components/settings.py)
-SERVICE_URLS = {"image": (9292, ""), "network": (9696, ""), "compute": (8774, "/v2.1"),
-                "placement": (8778, ""), "volumev3": (8776, "/v3/%(project_id)s")}
-SERVICE_USERS = {"image": "glance", "network": "neutron", "compute": "nova", "placement": "placement",
-                 "volumev3": "cinder"}
-INTERFACES = ("public", "internal", "admin")
 FAN_OUT = {1: ("bench-fan-1", "BenchFanOne"), 8: ("bench-fan-8", "BenchFanEight")}
 FAN_OUT_SERVICES = ["compute", "network"]
 FIRST_FAN_OUT_NODE = 5  # region-one uses node1-2, region-two node3-4
@@ -249,7 +247,7 @@ def resource_summary(output: str) -> dict:
 
 def start_sandbox(bench: Bench) -> None:
     log(f"starting the sandbox on {SUBNET}.x with {NODES_NEEDED} nodes ...")
-    bench.sandbox_cmd("up", "--subnet", SUBNET, "--nodes", str(NODES_NEEDED), what="sandbox.py up")
+    bench.sandbox_cmd("up", "--kind", "loopback", "--subnet", SUBNET, "--nodes", str(NODES_NEEDED), what="sandbox.py up")
 
 
 def deploy_sandbox_region(bench: Bench, stack: str) -> dict:
@@ -264,15 +262,16 @@ def manual_registration(bench: Bench, region: str) -> int:
     """Seed 000's way: one `openstack` process per object. Returns the process count."""
     commands = [["region", "create", region]]
     for service_type, url in [("identity", bench.admin["authUrl"]), *(
-            (t, f"http://{ENDPOINT_ADDRESS}:{SERVICE_URLS[t][0]}{SERVICE_URLS[t][1]}") for t in REGION_SERVICES)]:
-        for interface in INTERFACES:
+            (t, http_url(ENDPOINT_ADDRESS, registry.catalog_entry(t).port, registry.catalog_entry(t).path))
+            for t in REGION_SERVICES)]:
+        for interface in registry.INTERFACES:
             commands.append(["endpoint", "create", "--region", region, service_type, interface, url])
     for service_type in REGION_SERVICES:
         # No password: --password would put it on the command line and --password-prompt
         # needs a terminal. With one it travels in the same POST /v3/users.
-        commands.append(["user", "create", "--domain", "default", f"{SERVICE_USERS[service_type]}-{region}"])
+        commands.append(["user", "create", "--domain", "default", f"{registry.service_user(service_type)}-{region}"])
     for service_type in REGION_SERVICES:
-        commands.append(["role", "add", "--project", "service", "--user", f"{SERVICE_USERS[service_type]}-{region}",
+        commands.append(["role", "add", "--project", "service", "--user", f"{registry.service_user(service_type)}-{region}",
                          "admin"])
     for i, args in enumerate(commands, 1):
         bench.openstack(*args)

@@ -14,36 +14,35 @@ from typing import Optional, Sequence
 import pulumi
 
 from components import identity
+from components.databases import database_url
 from components.ha_cluster import database_host
 from components.key_repository import KeyRepository
 from components.node import Node, NodeArgs, NodeFile, NodeStep, NodeUnit, on_node
-from components.settings import SERVICE_CATALOG, SERVICE_USER, Settings
+from components import registry
+from components.registry import keystone as keystone_service
+from components.service_configs import oslo_escaped, wsgi_entry
+from components.systemd_units import (Placeholders, ready_command, unit_file, unit_path, wsgi_entry_path,
+                                      wsgi_module)
+from components.settings import Settings
 from components.templates import render
 
 KEYSTONE_PIP = "keystone==30.0.0 gunicorn==27.0.1"
-SERVICE_DESCRIPTIONS = {
-    "identity": "OpenStack Identity", "image": "OpenStack Image", "network": "OpenStack Networking",
-    "compute": "OpenStack Compute", "placement": "Placement API",
-    "volumev3": "OpenStack Block Storage", "volumev2": "OpenStack Block Storage (v2, legacy)",
-}
 
 
 @dataclass
 class AdminRegionArgs:
     settings: Settings
     admin_password: pulumi.Input[str]
-    service_password: Optional[pulumi.Input[str]]  # with ha also Keystone's database password
+    database_password: Optional[pulumi.Input[str]]  # Keystone's database user (with ha)
+    service_passwords: pulumi.Input[dict]  # with serviceUsers: shared, the users this stack owns
     ssh_private_key: pulumi.Input[str]
     depends_on: Sequence[pulumi.Resource] = ()  # with ha: the region's HaCluster (Galera, HAProxy)
 
 
-def shared_service_types(settings: Settings) -> list[str]:
-    """Service records the admin region registers: the standard set, plus the legacy
-    volumev2 only when this stack asks for it."""
-    types = [t for t in SERVICE_CATALOG if t != "volumev2"]
-    if "volumev2" in settings.services:
-        types.append("volumev2")
-    return ["identity", *types]
+def shared_catalog(settings: Settings) -> list[registry.CatalogEntry]:
+    """Service records the admin region registers: every catalog entry of the
+    registry, legacy ones (volumev2) only when this stack asks for them."""
+    return [c for _, c in registry.catalog_entries() if not c.legacy or c.type in settings.services]
 
 
 class AdminRegion(pulumi.ComponentResource):
@@ -73,10 +72,9 @@ class AdminRegion(pulumi.ComponentResource):
         after = pulumi.ResourceOptions(parent=self, depends_on=self.keystone_ready)
 
         self.services = {
-            t: identity.Service(f"{name}-service-{t}", auth=self.auth, type=t,
-                                service_name="keystone" if t == "identity" else SERVICE_CATALOG[t][0],
-                                description=SERVICE_DESCRIPTIONS[t], opts=after)
-            for t in shared_service_types(s)
+            c.type: identity.Service(f"{name}-service-{c.type}", auth=self.auth, type=c.type, service_name=c.name,
+                                     description=c.description, opts=after)
+            for c in shared_catalog(s)
         }
         self.service_project = identity.Project(f"{name}-project-service", auth=self.auth, project_name="service",
                                                 domain_id="default", description="Service users of every region",
@@ -95,49 +93,60 @@ class AdminRegion(pulumi.ComponentResource):
         return "root" if s.service_manager == "none" else "keystone"
 
     def _keystone_node(self, name: str, args: AdminRegionArgs) -> Node:
-        """Keystone on its one node, with SQLite and keys made on the node."""
+        """Keystone on its one node, with keys made on the node: on the region's MariaDB
+        on real nodes, on SQLite in the loopback sandbox."""
         s = args.settings
         spec = s.node(s.keystone.node)
-        db = on_node(s.node_root_for(spec.name), "/var/lib/keystone/keystone.db")
-        return self._keystone_on(name, args, spec, f"sqlite:///{db}", key_files=None, bootstrap=True,
+        if s.service_manager == "none":
+            db = on_node(s.node_root_for(spec.name), "/var/lib/keystone/keystone.db")
+            connection = f"sqlite:///{db}"
+        else:
+            connection = pulumi.Output.secret(args.database_password).apply(
+                lambda pw: database_url("keystone", "keystone", pw, s.controllers[0].address))
+        return self._keystone_on(name, args, spec, connection, key_files=None, bootstrap=True,
                                  after=list(args.depends_on))
 
     def _keystone_on(self, name: str, args: AdminRegionArgs, spec, connection: pulumi.Input[str],
                      key_files: Optional[list[NodeFile]], bootstrap: bool, after: list) -> Node:
-        """Keystone on `spec`: installed, configured, started, answering on the node's own
-        address. `key_files`: the shared key repositories (None: made on the node);
-        `bootstrap`: this node creates the schema and the admin and catalog records."""
+        """Keystone on `spec`: configured, started, answering on the node's own address.
+        `key_files`: the shared key repositories (None: made on the node); `bootstrap`:
+        this node creates the schema and the admin and catalog records."""
         s = args.settings
         root = s.node_root_for(spec.name)
-        conf_dir, log_dir = on_node(root, "/etc/keystone"), on_node(root, "/var/log/keystone")
         supervised = s.service_manager == "none"
-        manage = f"{s.virtualenv}/bin/keystone-manage" if supervised else "keystone-manage"
+        conf_dir = on_node(root, "/etc/keystone")
+        # On real nodes Keystone logs to its journal; supervised, to files.
+        log_dir = on_node(root, "/var/log/keystone") if supervised else ""
         owner = self._owner(s)
-        local_url = f"http://{spec.address}:{s.keystone.port}/v3/"
+        unit_def = registry.KEYSTONE.units[0]
         conf = pulumi.Output.from_input(connection).apply(lambda c: render(
-            "keystone/keystone.conf.j2", keystone_region=s.region, keystone_log_dir=log_dir,
-            keystone_database_connection=c, keystone_config_dir=conf_dir,
-            keystone_cache_enabled=False, keystone_memcached_servers=""))
-        files = [NodeFile("/etc/keystone/keystone.conf", conf, group=owner), *(key_files or [])]
-        km = f"PYTHONWARNINGS=ignore {manage} --config-file {shlex.quote(conf_dir + '/keystone.conf')}"
-        prepare = f"mkdir -p {shlex.quote(log_dir)} {shlex.quote(on_node(root, '/var/lib/keystone'))}"
+            "keystone/keystone.conf.j2", **oslo_escaped(keystone_service.keystone_conf(s.region, c, conf_dir,
+                                                                                       log_dir))))
+        files = [NodeFile(keystone_service.KEYSTONE_CONF, conf, group=owner), *(key_files or []),
+                 NodeFile(wsgi_entry_path(registry.KEYSTONE, unit_def), wsgi_entry(unit_def, conf_dir), mode="0644",
+                          group=owner)]
+        km = (f"env PYTHONWARNINGS=ignore {s.virtualenv}/bin/keystone-manage "
+              f"--config-file {shlex.quote(conf_dir + '/keystone.conf')}")
+        as_owner = "" if supervised else "runuser -u keystone -- "
+        prepare = "mkdir -p " + " ".join(shlex.quote(d) for d in (
+            on_node(root, "/var/lib/keystone"), *([log_dir] if log_dir else [])))
         make_keys = "" if key_files is not None else (
             f"; {km} fernet_setup --keystone-user {owner} --keystone-group {owner}; "
             f"{km} credential_setup --keystone-user {owner} --keystone-group {owner}")
-        steps = [NodeStep("keystone-db", f"set -e; {prepare}; {km} db_sync{make_keys}")] if bootstrap else \
-            [NodeStep("keystone-dirs", f"set -e; {prepare}")]
+        steps = [NodeStep("keystone-db", f"set -e; {prepare}; {as_owner}{km} db_sync{make_keys}")] if bootstrap \
+            else [NodeStep("keystone-dirs", f"set -e; {prepare}")]
         if bootstrap:
             # The password reaches keystone-manage through stdin and its environment,
             # never its command line.
             steps.append(NodeStep("keystone-bootstrap", (
-                f"set -e; IFS= read -r OS_BOOTSTRAP_PASSWORD || [ -n \"$OS_BOOTSTRAP_PASSWORD\" ]; export OS_BOOTSTRAP_PASSWORD; {km} bootstrap "
+                f"set -e; IFS= read -r OS_BOOTSTRAP_PASSWORD || [ -n \"$OS_BOOTSTRAP_PASSWORD\" ]; "
+                f"export OS_BOOTSTRAP_PASSWORD; {km} bootstrap "
                 f"--bootstrap-username admin --bootstrap-project-name admin --bootstrap-role-name admin "
                 f"--bootstrap-service-name keystone --bootstrap-region-id {shlex.quote(s.region)} "
                 + " ".join(f"--bootstrap-{i}-url {self.keystone_url}" for i in ("admin", "internal", "public"))),
                 stdin=pulumi.Output.secret(args.admin_password)))
+        local_url = f"http://{spec.address}:{s.keystone.port}/v3/"
         if supervised:
-            files.append(NodeFile("/etc/keystone/keystone_wsgi.py", render(
-                "keystone/keystone-wsgi.py.j2", keystone_config_dir=conf_dir), mode="0644", group=owner))
             install = (f"[ -x {s.virtualenv}/bin/keystone-manage ] || {{ python3 -m venv {s.virtualenv} && "
                        f"{s.virtualenv}/bin/pip install -q {KEYSTONE_PIP}; }}")
             # One thread per worker: Keystone's policy enforcer loads its rules lazily
@@ -146,13 +155,15 @@ class AdminRegion(pulumi.ComponentResource):
             start = (f"PYTHONWARNINGS=ignore {s.virtualenv}/bin/gunicorn --daemon --chdir {shlex.quote(conf_dir)} "
                      f"--bind {spec.address}:{s.keystone.port} --worker-class gthread --workers 4 --threads 1 "
                      f"--keep-alive 30 --pid {{pidfile}} --access-logfile {shlex.quote(log_dir)}/access.log "
-                     f"--error-logfile {shlex.quote(log_dir)}/gunicorn.log keystone_wsgi:application")
+                     f"--error-logfile {shlex.quote(log_dir)}/gunicorn.log "
+                     f"{wsgi_module(unit_def)}:application")
             unit = NodeUnit("keystone", files=[f.path for f in files], start=start, ready_url=local_url)
         else:
-            # Debian and Ubuntu package Keystone as a site of Apache's mod_wsgi.
-            install = ("export DEBIAN_FRONTEND=noninteractive; dpkg -s keystone >/dev/null 2>&1 || "
-                       "{ apt-get update -q && apt-get install -y -q keystone apache2 libapache2-mod-wsgi-py3; }")
-            unit = NodeUnit("apache2", files=[f.path for f in files], ready_url=local_url)
+            install = None  # NodeSoftware installed it
+            at = Placeholders(s.virtualenv, spec.address, spec.name, s.controllers[0].address)
+            files.append(NodeFile(unit_path(unit_def), unit_file(registry.KEYSTONE, unit_def, at), mode="0644"))
+            unit = NodeUnit("keystone", files=[f.path for f in files],
+                            ready_command=ready_command(registry.KEYSTONE, unit_def, at, local_url))
         return Node(f"{name}-{spec.name}", NodeArgs(
             spec=spec, private_key=args.ssh_private_key, root=root, service_manager=s.service_manager,
             install=install, files=files, steps=steps, units=[unit], depends_on=after),
@@ -166,8 +177,8 @@ class AdminRegion(pulumi.ComponentResource):
         s = args.settings
         fernet = KeyRepository(f"{name}-fernet-keys", opts=pulumi.ResourceOptions(parent=self))
         credential = KeyRepository(f"{name}-credential-keys", opts=pulumi.ResourceOptions(parent=self))
-        connection = pulumi.Output.secret(args.service_password).apply(
-            lambda pw: f"mysql+pymysql://keystone:{pw}@{database_host(s)}/keystone")
+        connection = pulumi.Output.secret(args.database_password).apply(
+            lambda pw: database_url("keystone", "keystone", pw, database_host(s)))
         head = s.node(s.keystone.node)
         ordered = [head] + [c for c in s.controllers if c.name != head.name]
         owner = self._owner(s)
@@ -196,12 +207,17 @@ class AdminRegion(pulumi.ComponentResource):
         return created
 
     def _shared_service_users(self, name: str, args: AdminRegionArgs, opts: pulumi.ResourceOptions) -> dict:
+        passwords = pulumi.Output.secret(args.service_passwords)
         users = {}
-        for user_name in sorted(set(SERVICE_USER.values())):
-            user = identity.User(f"{name}-user-{user_name}", auth=self.auth, user_name=user_name,
-                                 domain_id="default", password=args.service_password, opts=opts)
-            identity.RoleAssignment(f"{name}-user-{user_name}-admin", auth=self.auth, user_id=user.id,
-                                    project_id=self.service_project.id, role_name="admin",
-                                    opts=pulumi.ResourceOptions(parent=self))
-            users[user_name] = user
+        for entry in registry.SERVICES:
+            if not entry.user:
+                continue
+            user = identity.User(f"{name}-user-{entry.user}", auth=self.auth, user_name=entry.user,
+                                 domain_id="default", password=passwords.apply(lambda p, e=entry.name: p[e]),
+                                 opts=opts)
+            for role in entry.user_roles:
+                identity.RoleAssignment(f"{name}-user-{entry.user}-{role}", auth=self.auth, user_id=user.id,
+                                        project_id=self.service_project.id, role_name=role,
+                                        opts=pulumi.ResourceOptions(parent=self))
+            users[entry.user] = user
         return users

@@ -25,50 +25,32 @@ from typing import Optional, Sequence
 import pulumi
 
 from components import ha_configs as ha
+from components.control_plane import rabbitmq_user_command
+from components.databases import database_sql, region_databases
 from components.node import Node, NodeArgs, NodeFile, NodeStep, NodeUnit, content_hash, on_node, supervised_stop
 from components.settings import NodeSpec, Settings, ha_spec
 from components.settings import secret as settings_secret
 from components.templates import render
 
-# Databases of each service type; the MariaDB user is the part before '_'.
-SERVICE_DATABASES = {"image": ("glance",), "compute": ("nova", "nova_api", "nova_cell0"), "network": ("neutron",),
-                     "volumev3": ("cinder",), "volumev2": ("cinder",), "placement": ("placement",)}
 SANDBOX_MARIADB_CNF = "/etc/mysql/sandbox-node.cnf"
 # Restarted when their files change; mariadb and rabbitmq-server are not (see above).
-RESTARTED_ON_CHANGE = ("keepalived", "haproxy", "systemd-sysctl")
+RESTARTED_ON_CHANGE = ("keepalived", "haproxy", "systemd-sysctl", "memcached")
 
 
 @dataclass
 class HaClusterArgs:
     settings: Settings
-    database_password: pulumi.Input[str]  # servicePassword: every database user's password
+    database_passwords: pulumi.Input[dict]  # database user -> password (secrets)
     ssh_private_key: pulumi.Input[str]
+    rabbitmq_password: Optional[pulumi.Input[str]] = None  # the services' RabbitMQ user (real nodes)
     depends_on: Sequence[pulumi.Resource] = ()
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def database_names(settings: Settings) -> list[str]:
-    names = {db for t in settings.services for db in SERVICE_DATABASES.get(t, ())}
-    if settings.hosts_keystone:
-        names.add("keystone")
-    return sorted(names)
-
-
-def database_sql(settings: Settings, password: str) -> str:
-    """SQL (read from stdin, so the password is on no command line) that creates the
-    region's databases and their users; running it again only resets the passwords."""
-    names = database_names(settings)
-    lines = []
-    for user in sorted({db.split("_")[0] for db in names}):
-        lines.append(f"CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY {_sql_string(password)};")
-        lines.append(f"ALTER USER '{user}'@'%' IDENTIFIED BY {_sql_string(password)};")
-    for db in names:
-        lines.append(f"CREATE DATABASE IF NOT EXISTS {db};")
-        lines.append(f"GRANT ALL PRIVILEGES ON {db}.* TO '{db.split('_')[0]}'@'%';")
-    return "\n".join(lines) + "\n"
+def region_database_sql(settings: Settings, passwords: dict) -> str:
+    """The region's databases and users (Keystone's in the Keystone stack), allowed in
+    from the controllers, where the services and HAProxy run."""
+    hosts = [c.address for c in settings.controllers] + ["127.0.0.1", "localhost"]
+    return database_sql(region_databases(settings.services, settings.hosts_keystone), passwords, hosts)
 
 
 def database_host(settings: Settings) -> str:
@@ -82,7 +64,7 @@ class HaCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: HaClusterArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("openstack-multiregion:ha:HaCluster", name, None, opts)
         s = args.settings
-        sql = pulumi.Output.secret(args.database_password).apply(lambda pw: database_sql(s, pw))
+        sql = pulumi.Output.secret(args.database_passwords).apply(lambda pw: region_database_sql(s, pw))
         self.nodes: dict[str, Node] = {}
         after: list[pulumi.Resource] = list(args.depends_on)
         for spec in s.controllers:
@@ -107,7 +89,7 @@ class HaCluster(pulumi.ComponentResource):
                 f"/usr/sbin/haproxy -D -f {shlex.quote(on_node(root, ha.HAPROXY_CFG))} -p {{pidfile}}"))
             steps, units = sandbox_cluster_steps(spec, root, first, sql), [haproxy]
         else:
-            steps, units = systemd_cluster_steps(s, first, sql), restarted_units(files)
+            steps, units = systemd_cluster_steps(s, first, sql, args.rabbitmq_password), restarted_units(files)
         return Node(f"{name}-{spec.name}", NodeArgs(
             spec=spec, private_key=args.ssh_private_key, root=root, service_manager=s.service_manager,
             files=files, steps=checks + steps, units=units, depends_on=list(after)),
@@ -146,19 +128,46 @@ def restarted_units(files: list[NodeFile]) -> list[NodeUnit]:
     return [NodeUnit(unit, files=tuple(paths)) for unit, paths in sorted(files_of_unit.items())]
 
 
-def systemd_cluster_steps(s: Settings, first: bool, sql: pulumi.Output) -> list[NodeStep]:
-    """Each command checks the live cluster first, so a rerun never bootstraps a
-    second cluster nor joins twice."""
+# How a controller's MariaDB stands: "<cluster status> <cluster size> <local state>";
+# "Primary" only when it is a member of a running cluster (Debian starts it standalone
+# at install: "Disconnected 0 ...").
+_GALERA_STATE = ("mysql -N -B -e \"SHOW STATUS WHERE Variable_name IN ('wsrep_cluster_status', 'wsrep_cluster_size', "
+                 "'wsrep_local_state_comment')\" 2>/dev/null | sort | cut -f2 | tr '\\n' ' '")
+_WAIT_SYNCED = ("for i in $(seq 1 180); do mysql -N -B -e \"SHOW STATUS LIKE 'wsrep_local_state_comment'\" "
+                "2>/dev/null | grep -q Synced && break; sleep 1; done; "
+                "mysql -N -B -e \"SHOW STATUS LIKE 'wsrep_local_state_comment'\" | grep -q Synced || "
+                "{ echo \"galera node $(hostname) not Synced within 180s\" >&2; journalctl -u mariadb -n 20 --no-pager >&2; "
+                "exit 1; }")
+
+
+def systemd_cluster_steps(s: Settings, first: bool, sql: pulumi.Output,
+                          rabbitmq_password: Optional[pulumi.Output]) -> list[NodeStep]:
+    """Each command looks at the live cluster first, so a rerun never bootstraps a
+    second cluster nor joins twice. The packages started MariaDB and RabbitMQ standalone:
+    the first controller bootstraps Galera from its MariaDB; each next one restarts into
+    the cluster (a state transfer from a member) and joins RabbitMQ's after a restart
+    that picks up the shared Erlang cookie."""
     head = s.controllers[0].name
     if first:
-        return [NodeStep("cluster-bootstrap", (
-            "set -e; if ! mysql -N -e \"SHOW STATUS LIKE 'wsrep_cluster_size'\" 2>/dev/null | grep -q wsrep; "
-            "then galera_new_cluster; fi; systemctl start rabbitmq-server")),
+        steps = [NodeStep("cluster-bootstrap", (
+            f"set -e; case \"$({_GALERA_STATE})\" in *Primary*) ;; *) systemctl stop mariadb; galera_new_cluster ;; "
+            f"esac; "
+            f"{_WAIT_SYNCED}; "
+            # A cookie pushed after the package started RabbitMQ is read at the next start.
+            f"rabbitmqctl -q cluster_status >/dev/null 2>&1 && [ -f /var/lib/rabbitmq/.cookie-applied ] || "
+            f"{{ systemctl restart rabbitmq-server && touch /var/lib/rabbitmq/.cookie-applied; }}; "
+            f"rabbitmqctl -q await_startup")),
             NodeStep("databases", "set -e; mysql --batch", stdin=sql, triggers=[content_hash(sql)])]
+        if rabbitmq_password is not None:
+            steps.append(NodeStep("rabbitmq-user", rabbitmq_user_command(), stdin=rabbitmq_password,
+                                  triggers=[content_hash(rabbitmq_password)]))
+        return steps
     return [NodeStep("cluster-join", (
-        "set -e; systemctl start mariadb; systemctl start rabbitmq-server; "
-        f"if ! rabbitmqctl cluster_status 2>/dev/null | grep -q 'rabbit@{head}'; then "
-        f"rabbitmqctl stop_app; rabbitmqctl join_cluster rabbit@{head}; rabbitmqctl start_app; fi"))]
+        f"set -e; state=\"$({_GALERA_STATE})\"; case \"$state\" in *Primary*) ;; "
+        f"*) systemctl restart mariadb ;; esac; {_WAIT_SYNCED}; "
+        f"if ! rabbitmqctl -q cluster_status 2>/dev/null | grep -q 'rabbit@{head}'; then "
+        f"systemctl restart rabbitmq-server; rabbitmqctl -q await_startup; rabbitmqctl -q stop_app; "
+        f"rabbitmqctl -q reset; rabbitmqctl -q join_cluster rabbit@{head}; rabbitmqctl -q start_app; fi"))]
 
 
 def sandbox_cluster_steps(spec: NodeSpec, root: str, first: bool, sql: pulumi.Output) -> list[NodeStep]:

@@ -33,13 +33,17 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 from urllib.parse import quote
 
+from components import registry
 from components.templates import render
 
 NAMESPACE = "openstack-multiregion"
 
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
-GALERA_CNF = "/etc/my.cnf.d/galera.cnf"  # RDO/MariaDB path (seed 002); Debian reads /etc/mysql/mariadb.conf.d/
+# Debian's MariaDB reads mariadb.conf.d/ (seed 002 shows RDO's /etc/my.cnf.d/galera.cnf);
+# 60- sorts after Debian's 50-server.cnf, so its bind-address wins.
+GALERA_CNF = "/etc/mysql/mariadb.conf.d/60-galera.cnf"
+MEMCACHED_CONF = "/etc/memcached.conf"
 RABBITMQ_CONF = "/etc/rabbitmq/rabbitmq.conf"
 RABBITMQ_ENABLED_PLUGINS = "/etc/rabbitmq/enabled_plugins"  # only with rabbitmq_management
 ERLANG_COOKIE = "/var/lib/rabbitmq/.erlang.cookie"  # the secret itself, no template
@@ -55,6 +59,7 @@ HA_UNITS: dict[str, tuple[str, ...]] = {
     RABBITMQ_ENABLED_PLUGINS: ("rabbitmq-server",),
     ERLANG_COOKIE: ("rabbitmq-server",),
     SYSCTL_CONF: ("systemd-sysctl",),
+    MEMCACHED_CONF: ("memcached",),
 }
 
 # path -> (owner, group, mode). Erlang refuses a cookie readable by anyone but its owner,
@@ -67,6 +72,7 @@ HA_FILE_MODES: dict[str, tuple[str, str, str]] = {
     RABBITMQ_ENABLED_PLUGINS: ("root", "rabbitmq", "0644"),
     ERLANG_COOKIE: ("rabbitmq", "rabbitmq", "0400"),
     SYSCTL_CONF: ("root", "root", "0644"),
+    MEMCACHED_CONF: ("root", "root", "0644"),
 }
 
 RABBITMQ_PORT = 5672
@@ -75,40 +81,10 @@ GALERA_PORT = 3306
 
 PRIORITY_FIRST = 101  # seed 001: the MASTER load balancer has priority 101
 SST_METHODS = ("rsync", "mariabackup", "mysqldump")
-CHECK_HAPROXY = "pidof haproxy"  # seeds: `killall -0 haproxy`; pidof is in every base system, killall is not
-DEFAULT_GALERA_PROVIDER = "/usr/lib64/galera/libgalera_smm.so"  # seed 002 (CentOS); Debian: /usr/lib/galera/
-
-
-@dataclass(frozen=True)
-class HaListen:
-    """One `listen` block of HAProxy on the API VIP."""
-
-    name: str
-    port: int
-    httpchk: Optional[str] = "GET /"  # None: a TCP connect check
-    timeouts: tuple[str, ...] = ()
-
-
-# service type -> the listen blocks it needs (ports and names from seeds 001/002).
-# "dashboard" is not a catalog type: it marks the region that hosts Horizon.
-HA_LISTENS: dict[str, tuple[HaListen, ...]] = {
-    "identity": (HaListen("keystone_public_cluster", 5000),),
-    # Horizon's WEBROOT is /dashboard/ (templates/horizon); "/" is httpd's 403 welcome page on RDO.
-    "dashboard": (HaListen("dashboard_cluster", 80, httpchk="GET /dashboard/auth/login/"),),
-    "image": (HaListen("glance_api_cluster", 9292, timeouts=("client 3h", "server 3h")),),  # seed 002: uploads
-    "compute": (
-        HaListen("nova_compute_api_cluster", 8774),
-        HaListen("nova_metadata_api_cluster", 8775),
-        # nova-novncproxy answers 404 to plain GETs (file_only): a TCP check, as both seeds do.
-        HaListen("nova_vncproxy_cluster", 6080, httpchk=None, timeouts=("tunnel 1h",)),
-    ),
-    "placement": (HaListen("placement_api_cluster", 8778),),
-    "volumev3": (HaListen("cinder_api_cluster", 8776),),
-    "volumev2": (HaListen("cinder_api_cluster", 8776),),
-    "network": (HaListen("neutron_api_cluster", 9696),),
-}
-# The order listen blocks appear in haproxy.cfg.
-_LISTEN_ORDER = ("dashboard", "identity", "image", "compute", "placement", "network", "volumev3", "volumev2")
+# The seeds' check. Not `pidof`: on Debian it is a link to killall5, and keepalived runs
+# the link's target, which then ignores its arguments and always fails.
+CHECK_HAPROXY = "/usr/bin/killall -0 haproxy"
+DEFAULT_GALERA_PROVIDER = "/usr/lib/galera/libgalera_smm.so"  # Debian's galera-4 (seed 002's CentOS: /usr/lib64/)
 
 
 @dataclass(frozen=True)
@@ -130,7 +106,7 @@ class HaSpec:
     stats_password: str = ""  # secret, for the HAProxy stats page
     stats_address: str = ""  # where the stats page binds; default: each node's own address
     sst_method: str = "rsync"
-    apis: tuple[str, ...] = ()  # service types run in the region (keys of HA_LISTENS)
+    apis: tuple[str, ...] = ()  # service types run in the region (registry selectors, and identity)
     allow_small_galera: bool = False  # allow fewer than 3 Galera nodes (no quorum after one failure)
     stats_user: str = "haproxy"
     stats_port: int = 1080  # seed 002
@@ -162,7 +138,7 @@ _STATS_USER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _STATS_PASSWORD = re.compile(r"^[!-~]{1,256}$")  # printable, no blanks (quoted in the file)
 _ERLANG_COOKIE = re.compile(r"^[A-Za-z0-9]{1,255}$")
 # Ports the controllers' own services listen on: the stats page must not take one.
-_RESERVED_PORTS = frozenset({listen.port for listens in HA_LISTENS.values() for listen in listens}
+_RESERVED_PORTS = frozenset({listen.port for service in registry.SERVICES for listen in service.listens}
                             | {GALERA_PORT, 4444, 4567, 4568, RABBITMQ_PORT, 15672, 25672, 4369, MEMCACHED_PORT})
 
 
@@ -219,11 +195,11 @@ def _check(spec: HaSpec, subnet_prefix: Optional[int]) -> None:
                             "a port no API, MariaDB/Galera, RabbitMQ or memcached listens on")
     if spec.sst_method not in SST_METHODS:
         raise HaConfigError("ha.sstMethod", spec.sst_method, f"one of {', '.join(SST_METHODS)}")
-    apis_expected = f"a list of service types among {', '.join(HA_LISTENS)}"
+    apis_expected = f"a list of service types among {', '.join(_api_selectors())}"
     if isinstance(spec.apis, (str, bytes)) or not isinstance(spec.apis, Iterable):
         raise HaConfigError("ha.apis", spec.apis, apis_expected)
     for api in spec.apis:
-        if api not in HA_LISTENS:
+        if api not in _api_selectors():
             raise HaConfigError("ha.apis", api, apis_expected)
     if len(controllers) > 1 and not (isinstance(spec.erlang_cookie, str) and _ERLANG_COOKIE.match(spec.erlang_cookie)):
         raise HaConfigError("ha.erlangCookie", spec.erlang_cookie,
@@ -310,6 +286,8 @@ def ha_node_files(spec: HaSpec, controller: HaController) -> dict[str, str]:
         HAPROXY_CFG: haproxy_cfg(spec, controller),
         GALERA_CNF: galera_cnf(spec, controller),
         RABBITMQ_CONF: rabbitmq_conf(spec, controller),
+        # Every controller's memcached: services list them all in memcached_servers.
+        MEMCACHED_CONF: _render("memcached/memcached.conf.j2", {"region": spec.region, "address": controller.address}),
         SYSCTL_CONF: "# Managed by openstack-multiregion (Pulumi); local edits are overwritten.\n"
                      "# HAProxy binds the VIPs on every controller, also where keepalived has not put them.\n"
                      "net.ipv4.ip_nonlocal_bind = 1\n",
@@ -424,14 +402,17 @@ def rabbitmq_conf(spec: HaSpec, controller: HaController) -> str:
 
 # --- helpers ----------------------------------------------------------------------
 
-def _listens(apis: Iterable[str]) -> list[HaListen]:
+def _api_selectors() -> tuple[str, ...]:
+    return tuple(sel for service in registry.SERVICES if service.listens for sel in service.selectors)
+
+
+def _listens(apis: Iterable[str]) -> list[registry.Listen]:
     """The listen blocks of these service types, once each, in a stable order."""
-    wanted = set(apis)
-    listens: dict[str, HaListen] = {}
-    for api in _LISTEN_ORDER:
-        if api in wanted:
-            for listen in HA_LISTENS[api]:
-                listens.setdefault(listen.name, listen)
+    services = sorted((s for s in registry.SERVICES if s.selected_by(tuple(apis))), key=lambda s: s.haproxy_order)
+    listens: dict[str, registry.Listen] = {}
+    for service in services:
+        for listen in service.listens:
+            listens.setdefault(listen.name, listen)
     return list(listens.values())
 
 

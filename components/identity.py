@@ -1,36 +1,114 @@
 """Keystone identity records as Pulumi resources (dynamic providers on Keystone's v3 API).
 
 Each record type is one `_Record` provider plus a thin `pulumi.dynamic.Resource`.
-They share one behaviour an operator relies on:
+They share the rules an operator relies on when many stacks share one Keystone:
 
-- create ADOPTS an exact match (same region id; same service type+name; same
-  endpoint service+interface+region; same name in the same domain) instead of adding
-  a duplicate, so a rerun after an interruption converges and bootstrap's records
-  (RegionOne, the identity service) come under management;
-- read (refresh) reports out-of-band changes and deletions;
-- diff compares only this record's own fields: the `auth` credential never causes
-  a change;
-- delete is idempotent.
-
-Endpoints only ever match on (service, interface, region): a region's stack can
-never touch another region's endpoints.
+- **Ownership.** Every record a stack creates carries its owner, the stack's fully
+  qualified name (`org/project/stack`), in the extra attribute `OWNER_ATTR`, which
+  Keystone keeps on regions, services, endpoints, domains, projects and users.
+- **Adoption.** Create looks the record up by its natural key first (region id,
+  compared case-insensitively; service type+name; endpoint service+interface+region;
+  name in its domain) and takes an existing record only when this stack owns it (a
+  rerun after an interruption converges), or when it is untagged and the stack
+  allows that (`adoptUntagged`, or the records of the Keystone stack's own
+  `keystone-manage bootstrap`). A record another stack owns, or an untagged one
+  without the opt-in, stops `preview` (`check`) and `up` before any change, naming
+  the owner. An untagged domain is never taken over: with `adoptUntagged` it is used
+  as it is and never changed, disabled or deleted.
+- **Nothing foreign is deleted.** Delete (and a domain's disable) only touches a
+  record whose owner attribute is this stack; create never deletes anything.
+- **Credentials are stored, not compared.** A change of only `auth` (admin password
+  rotated, Keystone moved) is an update that stores the new credential without a
+  Keystone request, so later refreshes and destroys use it.
+- read (refresh) reports out-of-band changes and deletions; delete is idempotent;
+  creates are idempotent (`KeystoneApi.create`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import pulumi
 from pulumi.dynamic import (CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource,
                             ResourceProvider, UpdateResult)
+from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
 
 from components.keystone_api import KeystoneApi
 
+# The extra attribute that names a record's owner: `org/project/stack`.
+OWNER_ATTR = "openstack_multiregion_owner"
+# Inputs that only say how to reach Keystone: a change is stored, never written.
+CREDENTIAL_KEYS = ("auth",)
+
+
+class OwnershipError(Exception):
+    """A record this stack may not take; the message names its owner (never a secret)."""
+
+
+# --- the stack's ownership policy ------------------------------------------------
+
+@dataclass(frozen=True)
+class Ownership:
+    """Who owns what this stack creates, and which existing records it may take.
+
+    `bootstrap_region`: set on the stack that hosts Keystone. Its own `keystone-manage
+    bootstrap` step creates that region, the `identity` service `keystone` and the
+    region's identity endpoints, untagged; this stack takes those (and tags them)
+    without `adoptUntagged`."""
+
+    owner: str
+    adopt_untagged: bool = False
+    bootstrap_region: Optional[str] = None
+
+
+_policy: Optional[Ownership] = None
+
+
+def stack_owner() -> str:
+    """This stack's fully qualified name, as StackReferences spell it."""
+    return f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
+
+
+def set_ownership(policy: Ownership) -> None:
+    """Set once by the program, before any identity resource is declared."""
+    global _policy
+    _policy = policy
+
+
+def ownership() -> Ownership:
+    return _policy if _policy is not None else Ownership(owner=stack_owner())
+
+
+def _ownership_props(policy: Optional[Ownership]) -> dict[str, Any]:
+    policy = policy or ownership()
+    return {"owner": policy.owner, "adopt_untagged": policy.adopt_untagged,
+            "bootstrap_region": policy.bootstrap_region}
+
+
+def _known(value: Any) -> bool:
+    # Inside a provider an unknown value (preview) arrives as an `Unknown` instance.
+    if isinstance(value, Unknown) or (isinstance(value, str) and value == UNKNOWN):
+        return False
+    if isinstance(value, dict):
+        return all(_known(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_known(v) for v in value)
+    return True
+
+
+def _status(err: Exception) -> Optional[int]:
+    return getattr(err, "http_status", None)
+
+
+# --- the shared provider ---------------------------------------------------------
 
 class _Record(ResourceProvider):
     collection = ""  # e.g. "regions"
     member = ""  # e.g. "region"
+    kind = ""  # e.g. "region", in messages
     fields: dict[str, str] = {}  # our property -> Keystone attribute
+    key_fields: tuple[str, ...] = ()  # the natural key
     replace_on: tuple[str, ...] = ()  # properties Keystone cannot change in place
 
     # --- hooks -----------------------------------------------------------------
@@ -38,34 +116,93 @@ class _Record(ResourceProvider):
         return {attr: props[prop] for prop, attr in self.fields.items() if props.get(prop) is not None}
 
     def find_existing(self, api: KeystoneApi, props: dict[str, Any]) -> list[dict[str, Any]]:
+        """Records with this record's natural key."""
         return []
+
+    def describe(self, props: dict[str, Any]) -> str:
+        return f"Keystone {self.kind} {props.get(self.key_fields[0])}"
+
+    def made_by_bootstrap(self, api: KeystoneApi, props: dict[str, Any], record: dict[str, Any]) -> bool:
+        """Whether `record` is one that the Keystone stack's own bootstrap step creates."""
+        return False
+
+    def use_untagged(self, props: dict[str, Any]) -> bool:
+        """True: an untagged record is used as it is and never changed (domains)."""
+        return False
 
     def before_delete(self, api: KeystoneApi, id_: str) -> None:
         pass
 
+    # --- ownership ---------------------------------------------------------------
+    def refuse_foreign(self, props: dict[str, Any], record: dict[str, Any]) -> str:
+        return (f"{self.describe(props)} belongs to stack {record[OWNER_ATTR]}: this stack ({props['owner']}) "
+                f"never adopts, changes or deletes another stack's records")
+
+    def refuse_untagged(self, props: dict[str, Any], record: dict[str, Any]) -> str:
+        return (f"{self.describe(props)} already exists in Keystone (id {record.get('id')}) without an owner "
+                f"attribute ({OWNER_ATTR}): it was made outside this program. Set openstack-multiregion:"
+                f"adoptUntagged to true to take it over, or remove it")
+
+    def choose(self, api: KeystoneApi, props: dict[str, Any],
+               candidates: list[dict[str, Any]]) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+        """(record to take, None), (None, None) when there is none, or (None, why not)."""
+        candidates = sorted(candidates, key=lambda c: str(c.get("id")))
+        mine = [c for c in candidates if c.get(OWNER_ATTR) == props["owner"]]
+        if mine:
+            return mine[0], None
+        foreign = [c for c in candidates if c.get(OWNER_ATTR)]
+        if foreign:
+            return None, self.refuse_foreign(props, foreign[0])
+        for record in candidates:
+            if props.get("adopt_untagged") or self.made_by_bootstrap(api, props, record):
+                return record, None
+        if candidates:
+            return None, self.refuse_untagged(props, candidates[0])
+        return None, None
+
+    def _find(self, api: KeystoneApi, props: dict[str, Any]) -> Optional[dict[str, Any]]:
+        record, refusal = self.choose(api, props, self.find_existing(api, props))
+        if refusal:
+            raise OwnershipError(refusal)
+        return record
+
+    def ownership_failures(self, olds: dict[str, Any], news: dict[str, Any]) -> list[CheckFailure]:
+        """At preview: a create (or a new natural key) that would meet a record this
+        stack may not take fails here, before any change. Only then is Keystone asked,
+        so a preview without creates makes no request."""
+        creating = not olds or any(olds.get(k) != news.get(k) for k in self.key_fields)
+        needed = {k: news.get(k) for k in ("auth", "owner", "adopt_untagged", *self.key_fields)}
+        if not creating or not _known(needed):
+            return []
+        try:
+            api = KeystoneApi(news["auth"], quick=True)
+            _, refusal = self.choose(api, news, self.find_existing(api, news))
+        except Exception:  # noqa: BLE001 - Keystone unreachable at preview: create checks again
+            return []
+        return [CheckFailure(self.key_fields[0], refusal)] if refusal else []
+
+    @staticmethod
+    def _owned(props: dict[str, Any], live: dict[str, Any]) -> bool:
+        return bool(props.get("owner")) and live.get(OWNER_ATTR) == props["owner"]
+
     # --- helpers ---------------------------------------------------------------
-    def _outs(self, props: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
-        outs = dict(props)
+    def _outs(self, props: dict[str, Any], obj: dict[str, Any], managed: bool = True) -> dict[str, Any]:
+        outs = dict(props, managed=managed)
         for prop, attr in self.fields.items():
             if attr in obj:
                 outs[prop] = obj[attr]
         return outs
 
-    def _own_fields(self, props: dict[str, Any]) -> dict[str, Any]:
-        return {k: props.get(k) for k in self.fields}
+    def _field_changes(self, olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
+        if not olds.get("managed", True):  # used as it is: only another record matters
+            return [k for k in self.key_fields if olds.get(k) != news.get(k)]
+        return [k for k in self.fields if olds.get(k) != news.get(k)]
 
-    # --- provider protocol -----------------------------------------------------
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        api = KeystoneApi(props["auth"])
-        existing = self.find_existing(api, props)
-        if existing:
-            keep, extras = existing[0], existing[1:]
-            for dup in extras:  # duplicates of exactly this record are ours to remove
-                api.delete(f"{self.collection}/{dup['id']}")
-            obj = self._patch(api, keep["id"], props, keep)
-        else:
-            obj = api.post(self.collection, {self.member: self.create_body(props)})[self.member]
-        return CreateResult(obj["id"], self._outs(props, obj))
+    def _stored(self, olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
+        """The stored outputs with this run's non-Keystone inputs (credentials)."""
+        outs = dict(olds)
+        outs.update({k: v for k, v in news.items() if k not in self.fields})
+        return outs
 
     def _patch(self, api: KeystoneApi, id_: str, props: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
         changes = {attr: props[prop] for prop, attr in self.fields.items()
@@ -74,14 +211,54 @@ class _Record(ResourceProvider):
             return live
         return api.patch(f"{self.collection}/{id_}", {self.member: changes})[self.member]
 
+    def _live_for_update(self, olds: dict[str, Any], news: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
+        return live
+
+    # --- provider protocol -----------------------------------------------------
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        return CheckResult(news, self.ownership_failures(olds, news))
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        api = KeystoneApi(props["auth"])
+        taken: list[dict[str, Any]] = []
+
+        def find() -> Optional[dict[str, Any]]:
+            record = self._find(api, props)
+            if record is not None:
+                taken.append(record)
+            return record
+
+        existing = find()
+        if existing is None:
+            obj = api.create(self.collection, self.member, self.create_body(props), find)
+            if not (taken and obj is taken[-1]) or obj.get(OWNER_ATTR) == props["owner"]:
+                # Posted, or found after a post whose answer was lost: it is what we
+                # sent (no other run of this stack runs now), so nothing to write again.
+                return CreateResult(obj["id"], self._outs(props, obj))
+        else:
+            obj = existing
+        # An existing record: ours from an earlier run, or one we may take.
+        if self.use_untagged(props) and not obj.get(OWNER_ATTR):
+            return CreateResult(obj["id"], self._outs(props, obj, managed=False))
+        obj = self._patch(api, obj["id"], props, obj)
+        return CreateResult(obj["id"], self._outs(props, obj))
+
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = [k for k in self.fields if olds.get(k) != news.get(k)]
-        replaces = [k for k in changed if k in self.replace_on]
-        return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=True)
+        changed = self._field_changes(olds, news)
+        replaces = [k for k in changed if k in self.replace_on or not olds.get("managed", True)]
+        stale = [k for k in CREDENTIAL_KEYS if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed or stale), replaces=replaces, delete_before_replace=True)
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        if not self._field_changes(olds, news):  # only credentials: store them, ask Keystone nothing
+            return UpdateResult(self._stored(olds, news))
         api = KeystoneApi(news["auth"])
         live = api.get(f"{self.collection}/{id_}")[self.member]
+        # Ours under this name, or under the name the state recorded (a renamed stack
+        # re-tags its records); any other owner took it meanwhile.
+        if live.get(OWNER_ATTR) and live[OWNER_ATTR] not in (news["owner"], olds.get("owner")):
+            raise OwnershipError(self.refuse_foreign(news, live))
+        live = self._live_for_update(olds, news, live)
         return UpdateResult(self._outs(news, self._patch(api, id_, news, live)))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -89,14 +266,26 @@ class _Record(ResourceProvider):
         try:
             obj = api.get(f"{self.collection}/{id_}")[self.member]
         except Exception as err:  # noqa: BLE001 - only "not found" means deleted
-            if getattr(err, "http_status", None) == 404:
+            if _status(err) == 404:
                 return ReadResult(None, {})
             raise
+        if not props.get("managed", True):
+            return ReadResult(id_, props, props)
         outs = self._outs(props, obj)
         return ReadResult(id_, outs, outs)
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
+        if not props.get("managed", True):
+            return  # used, never owned: left as it is
         api = KeystoneApi(props["auth"])
+        try:
+            live = api.get(f"{self.collection}/{id_}")[self.member]
+        except Exception as err:  # noqa: BLE001
+            if _status(err) == 404:
+                return
+            raise
+        if not self._owned(props, live):
+            return  # not (or no longer) this stack's: never deleted nor disabled
         self.before_delete(api, id_)
         api.delete(f"{self.collection}/{id_}")
 
@@ -136,29 +325,56 @@ def _with_integer_router_ids(props: dict[str, Any]) -> dict[str, Any]:
     return dict(props, vrrp_router_ids=claims)
 
 
-def _known(value: Any) -> bool:
-    if isinstance(value, dict):
-        return all(_known(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_known(v) for v in value)
-    return value != UNKNOWN
-
-
 class _RegionProvider(_Record):
-    collection, member = "regions", "region"
+    collection, member, kind = "regions", "region", "region"
     fields = {"region_id": "id", "description": "description", "parent_region_id": "parent_region_id",
-              "vrrp_router_ids": "vrrp_router_ids"}
+              "vrrp_router_ids": "vrrp_router_ids", "owner": OWNER_ATTR}
+    key_fields = ("region_id",)
     replace_on = ("region_id",)
+
+    # Region ids: Keystone on MariaDB compares them case-insensitively, so RegionTwo
+    # and regiontwo are one region there; they are one region id here everywhere.
+    def find_existing(self, api, props):
+        wanted = props["region_id"].lower()
+        return [r for r in api.get("regions")["regions"] if str(r.get("id", "")).lower() == wanted]
+
+    def choose(self, api, props, candidates):
+        rid = props["region_id"]
+        other_case = [c for c in candidates if c["id"] != rid]
+        if other_case:
+            held = other_case[0]
+            if held.get(OWNER_ATTR) and held[OWNER_ATTR] != props["owner"]:
+                return None, self.refuse_foreign(props, held)
+            return None, (f"config openstack-multiregion:region = {rid}: expected a region id that Keystone does not "
+                          f"already hold in another case; it has {held['id']} (owner: "
+                          f"{held.get(OWNER_ATTR) or 'none, made outside this program'}), and Keystone on MariaDB "
+                          f"compares region ids case-insensitively")
+        return super().choose(api, props, candidates)
+
+    def refuse_foreign(self, props, record):
+        return (f"config openstack-multiregion:region = {props['region_id']}: expected a region id no other stack "
+                f"registered (compared case-insensitively); stack {record[OWNER_ATTR]} already registered "
+                f"{record['id']}")
+
+    def refuse_untagged(self, props, record):
+        return (f"config openstack-multiregion:region = {props['region_id']}: expected a region this stack "
+                f"creates; Keystone already has {record['id']}, made outside this program (no {OWNER_ATTR} "
+                f"attribute). Set openstack-multiregion:adoptUntagged to true to take it over")
+
+    def made_by_bootstrap(self, api, props, record):
+        return bool(props.get("bootstrap_region")) and record["id"] == props["bootstrap_region"]
 
     # VRRP router ids are checked against the other regions' records in the shared
     # Keystone: at preview (check) and again right before writing (create/update),
     # so a stack deployed meanwhile, or `up --skip-preview`, cannot slip through.
     def check(self, olds, news):
+        failures = self.ownership_failures(olds, news)
         claims = news.get("vrrp_router_ids") or []
-        if not claims or not _known(news.get("auth")) or not _known(claims) or not _known(news.get("region_id")):
-            return CheckResult(news, [])
+        if failures or not claims or not _known(news.get("auth")) or not _known(claims) \
+                or not _known(news.get("region_id")):
+            return CheckResult(news, failures)
         try:
-            regions = KeystoneApi(news["auth"]).get("regions")["regions"]
+            regions = KeystoneApi(news["auth"], quick=True).get("regions")["regions"]
         except Exception:  # noqa: BLE001 - Keystone unreachable at preview: create/update check again
             return CheckResult(news, [])
         clash = vrrp_collision(regions, news["region_id"], claims)
@@ -179,21 +395,14 @@ class _RegionProvider(_Record):
 
     def update(self, id_, olds, news):
         news = _with_integer_router_ids(news)
-        self._refuse_collisions(news)
+        if self._field_changes(olds, news):
+            self._refuse_collisions(news)
         return super().update(id_, olds, news)
 
     def create_body(self, props):
         body = super().create_body(props)
         body.setdefault("description", "")
         return body
-
-    def find_existing(self, api, props):
-        try:
-            return [api.get(f"regions/{props['region_id']}")["region"]]
-        except Exception as err:  # noqa: BLE001
-            if getattr(err, "http_status", None) == 404:
-                return []
-            raise
 
 
 class Region(Resource, module="keystone", name="Region"):
@@ -204,23 +413,34 @@ class Region(Resource, module="keystone", name="Region"):
 
     def __init__(self, name: str, auth: pulumi.Input[dict], region_id: pulumi.Input[str],
                  description: pulumi.Input[str] = "", parent_region_id: Optional[pulumi.Input[str]] = None,
-                 vrrp_router_ids: pulumi.Input[list] = (), opts: Optional[pulumi.ResourceOptions] = None):
+                 vrrp_router_ids: pulumi.Input[list] = (), opts: Optional[pulumi.ResourceOptions] = None,
+                 ownership: Optional[Ownership] = None):
         super().__init__(_RegionProvider(), name, {
             "auth": auth, "region_id": region_id, "description": description,
             "parent_region_id": parent_region_id, "vrrp_router_ids": list(vrrp_router_ids),
+            **_ownership_props(ownership),
         }, opts)
 
 
 # --- Service ------------------------------------------------------------------
 
 class _ServiceProvider(_Record):
-    collection, member = "services", "service"
-    fields = {"type": "type", "service_name": "name", "description": "description", "enabled": "enabled"}
+    collection, member, kind = "services", "service", "service"
+    fields = {"type": "type", "service_name": "name", "description": "description", "enabled": "enabled",
+              "owner": OWNER_ATTR}
+    key_fields = ("type", "service_name")
     replace_on = ("type",)
 
     def find_existing(self, api, props):
         found = api.get("services", type=props["type"])["services"]
-        return [s for s in found if s.get("name") == props["service_name"]]
+        return [s for s in found if s.get("type") == props["type"] and s.get("name") == props["service_name"]]
+
+    def describe(self, props):
+        return f"Keystone service {props['type']} ({props['service_name']})"
+
+    def made_by_bootstrap(self, api, props, record):
+        return bool(props.get("bootstrap_region")) and record.get("type") == "identity" \
+            and record.get("name") == "keystone"
 
 
 class Service(Resource, module="keystone", name="Service"):
@@ -230,19 +450,21 @@ class Service(Resource, module="keystone", name="Service"):
     service_name: pulumi.Output[str]
 
     def __init__(self, name: str, auth: pulumi.Input[dict], type: pulumi.Input[str], service_name: pulumi.Input[str],
-                 description: pulumi.Input[str] = "", opts: Optional[pulumi.ResourceOptions] = None):
+                 description: pulumi.Input[str] = "", opts: Optional[pulumi.ResourceOptions] = None,
+                 ownership: Optional[Ownership] = None):
         super().__init__(_ServiceProvider(), name, {
             "auth": auth, "type": type, "service_name": service_name,
-            "description": description, "enabled": True,
+            "description": description, "enabled": True, **_ownership_props(ownership),
         }, opts)
 
 
 # --- Endpoint -----------------------------------------------------------------
 
 class _EndpointProvider(_Record):
-    collection, member = "endpoints", "endpoint"
+    collection, member, kind = "endpoints", "endpoint", "endpoint"
     fields = {"service_id": "service_id", "interface": "interface", "region_id": "region_id",
-              "url": "url", "enabled": "enabled"}
+              "url": "url", "enabled": "enabled", "owner": OWNER_ATTR}
+    key_fields = ("service_id", "interface", "region_id")
     replace_on = ("service_id", "interface", "region_id")
 
     def find_existing(self, api, props):
@@ -251,6 +473,19 @@ class _EndpointProvider(_Record):
         # Filter again: the exact triple is what makes an endpoint this region's.
         return [e for e in found if e["service_id"] == props["service_id"]
                 and e["interface"] == props["interface"] and e["region_id"] == props["region_id"]]
+
+    def describe(self, props):
+        return f"Keystone endpoint {props['interface']} of service {props['service_id']} in region {props['region_id']}"
+
+    def made_by_bootstrap(self, api, props, record):
+        if not props.get("bootstrap_region") or record.get("region_id") != props["bootstrap_region"]:
+            return False
+        try:
+            return api.get(f"services/{record['service_id']}")["service"].get("type") == "identity"
+        except Exception as err:  # noqa: BLE001
+            if _status(err) == 404:
+                return False
+            raise
 
 
 class Endpoint(Resource, module="keystone", name="Endpoint"):
@@ -263,28 +498,46 @@ class Endpoint(Resource, module="keystone", name="Endpoint"):
 
     def __init__(self, name: str, auth: pulumi.Input[dict], service_id: pulumi.Input[str],
                  interface: pulumi.Input[str], region_id: pulumi.Input[str], url: pulumi.Input[str],
-                 opts: Optional[pulumi.ResourceOptions] = None):
+                 opts: Optional[pulumi.ResourceOptions] = None, ownership: Optional[Ownership] = None):
         super().__init__(_EndpointProvider(), name, {
             "auth": auth, "service_id": service_id, "interface": interface,
-            "region_id": region_id, "url": url, "enabled": True,
+            "region_id": region_id, "url": url, "enabled": True, **_ownership_props(ownership),
         }, opts)
 
 
 # --- Domain / Project ---------------------------------------------------------
 
 class _DomainProvider(_Record):
-    collection, member = "domains", "domain"
-    fields = {"domain_name": "name", "description": "description", "enabled": "enabled"}
+    collection, member, kind = "domains", "domain", "domain"
+    fields = {"domain_name": "name", "description": "description", "enabled": "enabled", "owner": OWNER_ATTR}
+    key_fields = ("domain_name",)
 
     def find_existing(self, api, props):
-        return api.get("domains", name=props["domain_name"])["domains"]
+        return [d for d in api.get("domains", name=props["domain_name"])["domains"]
+                if d.get("name") == props["domain_name"]]
+
+    def choose(self, api, props, candidates):
+        # Never take the Default domain (id `default`): it holds admin and the service users.
+        if any(c.get("id") == "default" for c in candidates):
+            return None, (f"{self.describe(props)} is Keystone's default domain: it holds admin and the service "
+                          f"users and is never managed by this program")
+        return super().choose(api, props, candidates)
+
+    def refuse_untagged(self, props, record):
+        return (f"{self.describe(props)} already exists in Keystone (id {record.get('id')}) without an owner "
+                f"attribute ({OWNER_ATTR}): it was made outside this program. Set openstack-multiregion:"
+                f"adoptUntagged to true to use it as it is (it is then never changed, disabled or deleted), "
+                f"or choose another name")
+
+    def use_untagged(self, props):
+        return True  # a domain made by hand is used, never taken over
 
     def before_delete(self, api, id_):
-        # Keystone refuses to delete an enabled domain.
+        # Keystone refuses to delete an enabled domain; only ever reached for our own.
         try:
             api.patch(f"domains/{id_}", {"domain": {"enabled": False}})
         except Exception as err:  # noqa: BLE001
-            if getattr(err, "http_status", None) != 404:
+            if _status(err) != 404:
                 raise
 
 
@@ -292,19 +545,27 @@ class Domain(Resource, module="keystone", name="Domain"):
     domain_name: pulumi.Output[str]
 
     def __init__(self, name: str, auth: pulumi.Input[dict], domain_name: pulumi.Input[str],
-                 description: pulumi.Input[str] = "", opts: Optional[pulumi.ResourceOptions] = None):
+                 description: pulumi.Input[str] = "", opts: Optional[pulumi.ResourceOptions] = None,
+                 ownership: Optional[Ownership] = None):
         super().__init__(_DomainProvider(), name, {
             "auth": auth, "domain_name": domain_name, "description": description, "enabled": True,
+            **_ownership_props(ownership),
         }, opts)
 
 
 class _ProjectProvider(_Record):
-    collection, member = "projects", "project"
-    fields = {"project_name": "name", "domain_id": "domain_id", "description": "description", "enabled": "enabled"}
+    collection, member, kind = "projects", "project", "project"
+    fields = {"project_name": "name", "domain_id": "domain_id", "description": "description", "enabled": "enabled",
+              "owner": OWNER_ATTR}
+    key_fields = ("project_name", "domain_id")
     replace_on = ("domain_id",)
 
     def find_existing(self, api, props):
-        return api.get("projects", name=props["project_name"], domain_id=props["domain_id"])["projects"]
+        return [p for p in api.get("projects", name=props["project_name"], domain_id=props["domain_id"])["projects"]
+                if p.get("name") == props["project_name"] and p.get("domain_id") == props["domain_id"]]
+
+    def describe(self, props):
+        return f"Keystone project {props['project_name']} (domain {props['domain_id']})"
 
 
 class Project(Resource, module="keystone", name="Project"):
@@ -313,41 +574,40 @@ class Project(Resource, module="keystone", name="Project"):
 
     def __init__(self, name: str, auth: pulumi.Input[dict], project_name: pulumi.Input[str],
                  domain_id: pulumi.Input[str], description: pulumi.Input[str] = "",
-                 opts: Optional[pulumi.ResourceOptions] = None):
+                 opts: Optional[pulumi.ResourceOptions] = None, ownership: Optional[Ownership] = None):
         super().__init__(_ProjectProvider(), name, {
             "auth": auth, "project_name": project_name, "domain_id": domain_id,
-            "description": description, "enabled": True,
+            "description": description, "enabled": True, **_ownership_props(ownership),
         }, opts)
 
 
 # --- User ---------------------------------------------------------------------
 
 class _UserProvider(_Record):
-    collection, member = "users", "user"
+    collection, member, kind = "users", "user", "user"
     fields = {"user_name": "name", "domain_id": "domain_id", "password": "password",
-              "default_project_id": "default_project_id", "enabled": "enabled"}
+              "default_project_id": "default_project_id", "enabled": "enabled", "owner": OWNER_ATTR}
+    key_fields = ("user_name", "domain_id")
     replace_on = ("domain_id",)
 
     def find_existing(self, api, props):
-        return api.get("users", name=props["user_name"], domain_id=props["domain_id"])["users"]
+        return [u for u in api.get("users", name=props["user_name"], domain_id=props["domain_id"])["users"]
+                if u.get("name") == props["user_name"] and u.get("domain_id") == props["domain_id"]]
 
-    def _outs(self, props, obj):
-        outs = super()._outs(props, obj)
+    def describe(self, props):
+        return f"Keystone user {props['user_name']} (domain {props['domain_id']})"
+
+    def _outs(self, props, obj, managed=True):
+        outs = super()._outs(props, obj, managed)
         outs["password"] = props["password"]  # Keystone never returns it
         return outs
 
-    def _patch(self, api, id_, props, live):
-        # Keystone cannot tell us the current password: an adopted or updated
-        # user always gets the configured one.
-        live = dict(live, password=None)
-        return super()._patch(api, id_, props, live)
-
-    def update(self, id_, olds, news):
-        api = KeystoneApi(news["auth"])
-        live = api.get(f"users/{id_}")["user"]
+    def _live_for_update(self, olds, news, live):
+        # Keystone never shows a password, so `_patch` sets the configured one: on an
+        # adopted user, and on update only when the configured one changed.
         if olds.get("password") == news.get("password"):
-            live["password"] = news.get("password")  # unchanged: do not reset it
-        return UpdateResult(self._outs(news, super()._patch(api, id_, news, live)))
+            return dict(live, password=news.get("password"))  # unchanged: do not reset it
+        return live
 
 
 class User(Resource, module="keystone", name="User"):
@@ -356,18 +616,20 @@ class User(Resource, module="keystone", name="User"):
     def __init__(self, name: str, auth: pulumi.Input[dict], user_name: pulumi.Input[str],
                  domain_id: pulumi.Input[str], password: pulumi.Input[str],
                  default_project_id: Optional[pulumi.Input[str]] = None,
-                 opts: Optional[pulumi.ResourceOptions] = None):
+                 opts: Optional[pulumi.ResourceOptions] = None, ownership: Optional[Ownership] = None):
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["password"]))
         super().__init__(_UserProvider(), name, {
             "auth": auth, "user_name": user_name, "domain_id": domain_id,
             "password": pulumi.Output.secret(password), "default_project_id": default_project_id,
-            "enabled": True,
+            "enabled": True, **_ownership_props(ownership),
         }, opts)
 
 
 # --- Role assignment ----------------------------------------------------------
 
 class _RoleAssignmentProvider(ResourceProvider):
+    keys = ("project_id", "user_id", "role_name")
+
     @staticmethod
     def _path(props: dict[str, Any], role_id: str) -> str:
         return f"projects/{props['project_id']}/users/{props['user_id']}/roles/{role_id}"
@@ -386,9 +648,13 @@ class _RoleAssignmentProvider(ResourceProvider):
         return CreateResult(f"{props['project_id']}/{props['user_id']}/{role_id}", dict(props, role_id=role_id))
 
     def diff(self, id_, olds, news):
-        keys = ("project_id", "user_id", "role_name")
-        changed = [k for k in keys if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed), replaces=changed, delete_before_replace=True)
+        changed = [k for k in self.keys if olds.get(k) != news.get(k)]
+        stale = [k for k in CREDENTIAL_KEYS if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed or stale), replaces=changed, delete_before_replace=True)
+
+    def update(self, id_, olds, news):
+        # Only credentials reach an update (any other change replaces): store them.
+        return UpdateResult(dict(olds, **{k: v for k, v in news.items() if k != "role_id"}))
 
     def read(self, id_, props):
         api = KeystoneApi(props["auth"])
@@ -402,7 +668,7 @@ class _RoleAssignmentProvider(ResourceProvider):
 
 
 class RoleAssignment(Resource, module="keystone", name="RoleAssignment"):
-    """A role for a user on a project."""
+    """A role for a user on a project (the user is this stack's own)."""
 
     def __init__(self, name: str, auth: pulumi.Input[dict], user_id: pulumi.Input[str],
                  project_id: pulumi.Input[str], role_name: pulumi.Input[str],
@@ -420,7 +686,8 @@ class _InUseGuardProvider(ResourceProvider):
         return CreateResult(f"guard-{props['region_id']}", dict(props))
 
     def diff(self, id_, olds, news):
-        return DiffResult(changes=olds.get("region_id") != news.get("region_id"))
+        # A new credential is stored too: destroy uses it.
+        return DiffResult(changes=any(olds.get(k) != news.get(k) for k in ("region_id", *CREDENTIAL_KEYS)))
 
     def update(self, id_, olds, news):
         return UpdateResult(dict(news))

@@ -3,12 +3,19 @@
 Sessions are cached per credential for the life of the provider process, so one
 `pulumi up` authenticates once instead of once per resource operation. The cache
 is module state, so it is never pickled into a resource's provider.
+
+Retries: reads, PATCH, PUT and DELETE are repeated by keystoneauth on a lost
+connection or a 5xx (repeating them changes nothing). A POST is never repeated
+blindly: when its outcome is unknown (connection lost after sending, timeout,
+5xx) or Keystone answers 409, `create` first looks the record up by its natural
+key (and owner) and only posts again when it is really not there.
 """
 from __future__ import annotations
 
 import hashlib
 import threading
-from typing import Any
+import time
+from typing import Any, Callable, Optional
 
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import session as ks_session
@@ -47,43 +54,101 @@ def session_for(auth: dict[str, Any]) -> ks_session.Session:
         return sess
 
 
-# Transient failures (Keystone restarting, SQLite busy under concurrent writes)
-# are retried by keystoneauth with backoff; every call here is safe to repeat,
-# and a repeated create is caught by the adopt-on-create lookup.
-_RETRY = {"connect_retries": 5, "status_code_retries": 3, "retriable_status_codes": [500, 502, 503, 504]}
+# Transient failures (Keystone restarting, SQLite busy under concurrent writes) are
+# retried with backoff: by keystoneauth for requests that are safe to repeat, by
+# `create` (look up, then post again) for POSTs.
+# Six 5xx retries wait 63 s in all: SQLite-backed Keystones answer "database is locked"
+# for a while when several stacks write at once (password writes hold the lock while
+# hashing).
+_RETRY = {"connect_retries": 5, "status_code_retries": 6, "retriable_status_codes": [500, 502, 503, 504]}
+_NO_RETRY = {"connect_retries": 0, "status_code_retries": 0}
+# A check at preview only asks: a Keystone that does not answer quickly is skipped
+# there (create checks again), so a preview never waits on retries.
+_QUICK = {**_NO_RETRY, "timeout": 10}
+# POSTs: how often `create` tries, and how long it waits before looking up again.
+CREATE_ATTEMPTS = 7
+CREATE_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+REQUEST_TIMEOUT = 60  # seconds for one request: a hung Keystone is an outcome-unknown failure
+
+
+def outcome_unknown(err: Exception) -> bool:
+    """A POST that failed this way may or may not have created the record."""
+    return isinstance(err, (ks_exc.ConnectionError, ks_exc.HttpServerError))
 
 
 class KeystoneApi:
-    """Thin JSON client for /v3 collections at the configured auth URL."""
+    """Thin JSON client for /v3 collections at the configured auth URL.
 
-    def __init__(self, auth: dict[str, Any]):
+    `quick=True` (for `check` at preview): no retries and a short timeout."""
+
+    def __init__(self, auth: dict[str, Any], quick: bool = False):
         self._session = session_for(auth)
         self._base = auth["authUrl"].rstrip("/")
+        self._retry = _QUICK if quick else {**_RETRY, "timeout": REQUEST_TIMEOUT}
 
     def _url(self, path: str) -> str:
         return f"{self._base}/{path.lstrip('/')}"
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
-        return self._session.get(self._url(path), params=params or None, raise_exc=True, **_RETRY).json()
+        return self._session.get(self._url(path), params=params or None, raise_exc=True, **self._retry).json()
 
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._session.post(self._url(path), json=body, raise_exc=True, **_RETRY).json()
+    def post_once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One POST, never repeated by keystoneauth (see `create`)."""
+        return self._session.post(self._url(path), json=body, raise_exc=True, timeout=REQUEST_TIMEOUT,
+                                  **_NO_RETRY).json()
+
+    def create(self, collection: str, member: str, body: dict[str, Any],
+               find: Callable[[], Optional[dict[str, Any]]],
+               sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+        """POST `body` to `collection` and return the created record, idempotently.
+
+        `find` looks the record up by its natural key and returns it when this
+        stack may take it (its owner, or untagged where adoption is allowed), None
+        when there is none, and raises when another stack owns it. It runs before
+        every repeated POST, so a POST that reached Keystone but whose answer was
+        lost, and a record another run created meanwhile (409), are taken instead
+        of duplicated."""
+        last: Optional[Exception] = None
+        for attempt in range(CREATE_ATTEMPTS):
+            if attempt:
+                sleep(CREATE_BACKOFF[min(attempt - 1, len(CREATE_BACKOFF) - 1)])
+                found = find()
+                if found is not None:
+                    return found
+            try:
+                return self.post_once(collection, {member: body})[member]
+            except ks_exc.Conflict:
+                # Someone holds the natural key (an earlier attempt of ours, or another
+                # run): `find` takes it or names its owner; posting again cannot help.
+                found = find()
+                if found is not None:
+                    return found
+                raise
+            except Exception as err:  # noqa: BLE001 - only outcome-unknown failures are retried
+                if not outcome_unknown(err):
+                    raise
+                last = err
+        found = find()
+        if found is not None:
+            return found
+        assert last is not None
+        raise last
 
     def patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._session.patch(self._url(path), json=body, raise_exc=True, **_RETRY).json()
+        return self._session.patch(self._url(path), json=body, raise_exc=True, **self._retry).json()
 
     def put(self, path: str) -> None:
-        self._session.put(self._url(path), raise_exc=True, **_RETRY)
+        self._session.put(self._url(path), raise_exc=True, **self._retry)
 
     def head(self, path: str) -> bool:
         try:
-            self._session.head(self._url(path), raise_exc=True, **_RETRY)
+            self._session.head(self._url(path), raise_exc=True, **self._retry)
             return True
         except NotFound:
             return False
 
     def delete(self, path: str) -> None:
         try:
-            self._session.delete(self._url(path), raise_exc=True, **_RETRY)
+            self._session.delete(self._url(path), raise_exc=True, **self._retry)
         except NotFound:
             pass  # already gone: deleting is idempotent

@@ -39,6 +39,7 @@ class NodeStep:
     stdin: Optional[pulumi.Input[str]] = None
     triggers: Sequence[pulumi.Input[str]] = ()
     delete: Optional[str] = None  # run by `pulumi destroy` (e.g. stop what the step started)
+    timeout: Optional[int] = None  # seconds; default: the stack's ssh.commandTimeout
 
 
 @dataclass
@@ -47,6 +48,8 @@ class NodeUnit:
     files: Sequence[str]  # node paths whose change restarts the unit
     start: str = ""  # with serviceManager 'none': starts it in the background, writing {pidfile}
     ready_url: Optional[str] = None  # wait until this URL answers after a (re)start
+    ready_command: str = ""  # or run this after a (re)start: it exits 0 once the unit really works
+    triggers: Sequence[pulumi.Input[str]] = ()  # more reasons to restart it than its files' content
 
 
 @dataclass
@@ -109,6 +112,9 @@ class Node(pulumi.ComponentResource):
             "node": spec.name, "host": spec.address, "port": spec.ssh_port, "user": spec.ssh_user,
             "private_key": args.private_key, "host_key": spec.host_key,
             "dial_error_limit": 3, "per_dial_timeout": 10,
+            # Bounded waits (README, "ssh"): changing them runs nothing, they are stored.
+            "command_timeout": spec.ssh.command_timeout, "keepalive_interval": spec.ssh.keepalive_interval,
+            "keepalive_count_max": spec.ssh.keepalive_count_max,
         }
         after: list[pulumi.Resource] = list(args.depends_on)
         if args.install:
@@ -119,13 +125,19 @@ class Node(pulumi.ComponentResource):
         self.steps: dict[str, Command] = {}
         for step in args.steps:
             cmd = self._command(step.name, step.command, stdin=step.stdin, triggers=list(step.triggers),
-                                delete=step.delete, depends_on=after)
+                                delete=step.delete, timeout=step.timeout, depends_on=after)
             self.steps[step.name] = cmd
             after = after + [cmd]
-        self.units = {u.name: self._unit(u, [hashes[p] for p in u.files], after) for u in args.units}
+        self.units = {u.name: self._unit(u, [hashes[p] for p in u.files] + list(u.triggers), after)
+                      for u in args.units}
         # What callers depend on to know the node is configured and its services run.
         self.ready: list[pulumi.Resource] = after + list(self.units.values())
         self.register_outputs({"node": spec.name, "files": list(self.files)})
+
+    def command(self, suffix: str, create: str, depends_on: Sequence[pulumi.Resource], **kw) -> Command:
+        """One more command on this node, after what `depends_on` names (e.g. work that
+        needs other nodes ready first)."""
+        return self._command(suffix, create, depends_on, **kw)
 
     def _command(self, suffix: str, create: str, depends_on: Sequence[pulumi.Resource], **kw) -> Command:
         return Command(f"{self._name}-{suffix}", connection=self.connection, create=create,
@@ -144,14 +156,17 @@ class Node(pulumi.ComponentResource):
         record = (f"mkdir -p $(dirname {log}); "
                   f"echo \"$(date -u +%Y-%m-%dT%H:%M:%S.%NZ) restart {unit.name}\" >> {log}")
         if self._args.service_manager == "systemd":
-            restart = f"systemctl restart {shlex.quote(unit.name)}"
-            stop = f"systemctl stop {shlex.quote(unit.name)} || true"
+            name = shlex.quote(unit.name)
+            restart = f"systemctl daemon-reload; systemctl enable -q {name}; systemctl restart {name}"
+            stop = f"systemctl disable -q --now {name} || true"
         else:
             pidfile = supervised_pidfile(root, unit.name)
             stop = supervised_stop(root, unit.name)
             restart = f"{stop}; mkdir -p $(dirname {pidfile}); {unit.start.replace('{pidfile}', pidfile)}"
         wait = ""
-        if unit.ready_url:
+        if unit.ready_command:
+            wait = f"; {unit.ready_command}"
+        elif unit.ready_url:
             url = shlex.quote(unit.ready_url)
             wait = (f"; for i in $(seq 1 240); do curl -s -o /dev/null {url} && exit 0; sleep 0.25; done; "
                     f"echo '{unit.name} did not answer at {unit.ready_url} within 60s' >&2; exit 1")

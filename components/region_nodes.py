@@ -1,64 +1,81 @@
 """The nodes of a service region: every service file rendered from its template,
 pushed over SSH, and exactly the units that read a changed file restarted.
 
-With `serviceManager: systemd` (real nodes) units are seed 000's systemd units.
-With `serviceManager: none` (the sandbox) the services that run from a Python
-environment, Placement and Glance, are started as supervised processes on the
-controller; the other services' files are still rendered and pushed.
+What runs where comes from the service registry (components/registry): each
+service's files and units per node role.
+
+With `serviceManager: systemd` (real nodes) the units are systemd units. With
+`serviceManager: none` (the loopback sandbox) the WSGI APIs whose packages the
+`virtualenv` holds run as supervised processes on the controller (Placement and
+Glance in the sandbox); the other services' files are still rendered and pushed.
 
 With `ha` the region's database is the HaCluster's Galera, reached through HAProxy
 on the (DB) VIP, in the sandbox too; the cluster is ready before these nodes start.
 """
 from __future__ import annotations
 
+import functools
 import shlex
-from collections import defaultdict
-from dataclasses import dataclass
-from typing import Optional, Sequence
+import subprocess
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
 
 import pulumi
 
 from components import ha_configs as ha
+from components import registry
 from components import service_configs as sc
+from components.databases import database_url
 from components.ha_cluster import database_host
 from components.node import Node, NodeArgs, NodeFile, NodeStep, NodeUnit, on_node
+from components.node_software import RELEASE
+from components.region_secrets import RegionSecrets
+from components.registry import nova
+from components.registry.model import ServiceDefinition, Unit
 from components.service_region import service_user_name
-from components.settings import SERVICE_USER, NodeSpec, Settings
-from components.templates import render
-
-# Python programs the sandbox can supervise: unit -> (config file, WSGI module, config dir
-# variable, port, db sync command).
-SUPERVISED = {
-    "placement-api": (sc.PLACEMENT_CONF, "placement.wsgi.api", "OS_PLACEMENT_CONFIG_DIR", 8778,
-                      "placement-manage --config-file {conf} db sync"),
-    "glance-api": (sc.GLANCE_API_CONF, "glance.wsgi.api", "OS_GLANCE_CONFIG_DIR", 9292,
-                   "glance-manage --config-file {conf} db_sync"),
-}
-SERVICE_OF_UNIT = {"placement-api": "placement", "glance-api": "image"}
-FILE_GROUP = {"glance": "glance", "nova": "nova", "neutron": "neutron", "cinder": "cinder",
-              "placement": "placement", "openstack-dashboard": "apache"}
+from components.settings import NodeSpec, Settings
+from components.systemd_units import Placeholders, ready_command, unit_file, unit_path, wsgi_entry_path
 
 
 @dataclass
 class RegionNodesArgs:
     settings: Settings
     keystone_url: pulumi.Input[str]  # shared Keystone ".../v3/"
-    admin_password: pulumi.Input[str]
-    service_password: pulumi.Input[str]
+    secrets: RegionSecrets
     ssh_private_key: pulumi.Input[str]
+    admin_password: Optional[pulumi.Input[str]] = None  # only with adminOpenrc
     depends_on: Sequence[pulumi.Resource] = ()
 
 
-def database_url(settings: Settings, service: str, password: str, root: str) -> str:
+@dataclass(frozen=True)
+class SecretValues:
+    """The region's secrets as plain text, inside one Output.apply."""
+
+    service_passwords: Mapping[str, str] = field(default_factory=dict)
+    database_passwords: Mapping[str, str] = field(default_factory=dict)
+    rabbitmq_password: str = ""
+    metadata_secret: str = ""
+    admin_password: str = ""
+
+
+def placeholder_secrets(settings: Settings) -> SecretValues:
+    """Stand-ins with the same keys, to learn which files a node gets (that depends
+    on roles and services, never on secret values)."""
+    services = {e.name: "x" for e in registry.SERVICES}
+    database_users = {db.user: "x" for e in registry.SERVICES for db in e.databases}
+    return SecretValues(services, database_users, "x", "x", "x" if settings.admin_openrc else "")
+
+
+def _database_connections(settings: Settings, passwords: Mapping[str, str], root: str) -> dict[str, str]:
+    databases = [db for entry in registry.selected(settings.services) for db in entry.databases]
     if settings.service_manager == "none" and not settings.ha:
-        return f"sqlite:///{on_node(root, f'/var/lib/{service}/{service}.sqlite')}"
-    user = service.split("_")[0]  # nova_api and nova_cell0 belong to the nova user
-    host = database_host(settings) if settings.ha else settings.service_address
-    return f"mysql+pymysql://{user}:{password}@{host}/{service}"
+        return {db.name: f"sqlite:///{on_node(root, f'/var/lib/{db.user}/{db.name}.sqlite')}" for db in databases}
+    # Without ha: the MariaDB of the first controller (ControlPlane).
+    host = database_host(settings) if settings.ha else settings.controllers[0].address
+    return {db.name: database_url(db.user, db.name, passwords[db.user], host) for db in databases}
 
 
-def region_context(settings: Settings, root: str, keystone_url: str, admin_password: str,
-                   service_password: str) -> sc.RegionContext:
+def region_context(settings: Settings, root: str, keystone_url: str, secrets: SecretValues) -> sc.RegionContext:
     ctl = settings.service_address
     return sc.RegionContext(
         region=settings.region,
@@ -67,94 +84,179 @@ def region_context(settings: Settings, root: str, keystone_url: str, admin_passw
         memcached_servers=",".join(settings.memcached_servers or [f"{c.address}:11211" for c in settings.controllers]
                                    or [f"{ctl}:11211"]),
         # Every RabbitMQ node of the region (all controllers), as seeds 001/002 list them.
-        transport_url=ha.transport_url("openstack", service_password,
-                                       [c.address for c in settings.controllers] or [ctl]),
-        database_connections={s: database_url(settings, s, service_password, root)
-                              for s in ("glance", "nova", "nova_api", "nova_cell0", "neutron", "cinder", "placement")},
-        service_users={u: service_user_name(settings, t) for t, u in SERVICE_USER.items()},
-        service_password=service_password,
-        admin_password=admin_password,
+        transport_url=ha.transport_url("openstack", secrets.rabbitmq_password,
+                                       [c.address for c in settings.controllers] or [ctl])
+        if secrets.rabbitmq_password else "",
+        database_connections=_database_connections(settings, secrets.database_passwords, root),
+        service_users={e.name: service_user_name(settings, e.name) for e in registry.SERVICES if e.user},
+        service_passwords=secrets.service_passwords,
+        admin_password=secrets.admin_password,
+        metadata_secret=secrets.metadata_secret,
         regions=(settings.region,),
         state_root="" if root == "/" else root,
+        first_controller=settings.controllers[0].address if settings.controllers else ctl,
+        compute_driver=settings.compute.driver,
+        virt_type=settings.compute.virt_type,
+        ovs_datapath=settings.network.datapath,
+        venv=settings.virtualenv,
     )
 
 
-def _file_group(path: str) -> str:
-    return FILE_GROUP.get(path.split("/")[2], "root") if path.startswith("/etc/") else "root"
+def secret_values(args: RegionNodesArgs) -> pulumi.Output:
+    """Every secret the region's files may use, as one secret Output of SecretValues."""
+    sec = args.secrets
+    return pulumi.Output.secret(pulumi.Output.all(
+        sec.service_passwords, sec.database_passwords, sec.rabbitmq_password or "", sec.metadata_secret or "",
+        args.admin_password or "")).apply(lambda v: SecretValues(*v))
 
 
 class RegionNodes(pulumi.ComponentResource):
     def __init__(self, name: str, args: RegionNodesArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("openstack-multiregion:region:RegionNodes", name, None, opts)
         s = args.settings
+        values = secret_values(args)
         self.nodes: dict[str, Node] = {}
+        controllers_ready: list[pulumi.Resource] = []
         previous: Optional[Node] = None
-        for n in s.nodes:
-            # With ha the controllers share one database: each one's schema migrations
-            # (db sync) run after the previous controller's, never two at once.
-            after = list(previous.steps.values()) if previous and s.ha and "controller" in n.roles else []
-            self.nodes[n.name] = self._node(name, args, n, after)
-            if "controller" in n.roles:
-                previous = self.nodes[n.name]
+        for n in s.controllers:
+            # The first controller syncs the databases; the others start after it.
+            after = list(previous.steps.values()) if previous else []
+            self.nodes[n.name] = self._node(name, args, values, n, after)
+            previous = previous or self.nodes[n.name]
+            controllers_ready += self.nodes[n.name].ready
+        # Compute nodes register with the region's conductor, placement and OVN.
+        computes = [n for n in s.nodes if n.name not in self.nodes]
+        for n in computes:
+            self.nodes[n.name] = self._node(name, args, values, n, controllers_ready)
+        self.ready = [r for node in self.nodes.values() for r in node.ready]
+        if s.service_manager == "systemd" and computes and "compute" in s.services:
+            self.ready.append(self._discover_hosts(s, computes))
         self.register_outputs({"nodes": list(self.nodes)})
 
-    def _node(self, name: str, args: RegionNodesArgs, spec: NodeSpec, after: Sequence = ()) -> Node:
+    def _node(self, name: str, args: RegionNodesArgs, values: pulumi.Output, spec: NodeSpec,
+              after: Sequence = ()) -> Node:
         s = args.settings
         root = s.node_root_for(spec.name)
-        # Which files a node gets depends only on roles and services, not on secrets.
-        shape = region_context(s, root, "http://keystone:5000", "x", "x")
-        paths = sorted(sc.node_files(shape, spec.address, spec.roles, s.services))
-        rendered = pulumi.Output.secret(pulumi.Output.all(args.keystone_url, args.admin_password,
-                                                          args.service_password)).apply(
-            lambda v: sc.node_files(region_context(s, root, v[0], v[1], v[2]), spec.address, spec.roles, s.services))
-        files = [NodeFile(p, rendered.apply(lambda f, p=p: f[p]), mode="0600" if p.startswith("/root/") else "0640",
-                          group=_file_group(p)) for p in paths]
+        shape = region_context(s, root, "http://keystone:5000", placeholder_secrets(s))
+        paths = sorted(sc.node_files(shape, spec.address, spec.roles, s.services, spec.name))
+        rendered = pulumi.Output.all(args.keystone_url, values).apply(
+            lambda v: sc.node_files(region_context(s, root, v[0], v[1]), spec.address, spec.roles, s.services,
+                                    spec.name))
+        modes = sc.node_file_modes(spec.roles, s.services)
+        files = [NodeFile(p, pulumi.Output.secret(rendered.apply(lambda f, p=p: f[p])),
+                          mode=modes.get(p, ("0600", "root"))[0], group=modes.get(p, ("0600", "root"))[1])
+                 for p in paths]
+        entries = registry.selected(s.services)
         if s.service_manager == "none":
-            extra_files, steps, units = self._supervised(s, spec, root, paths)
+            extra_files, steps, units = _supervised(s, spec, root, entries)
         else:
-            extra_files, steps, units = [], [], self._systemd_units(spec, paths)
+            extra_files, steps, units = _systemd(s, spec, entries, {f.path: f for f in files})
         return Node(f"{name}-{spec.name}", NodeArgs(
             spec=spec, private_key=args.ssh_private_key, root=root, service_manager=s.service_manager,
             files=files + extra_files, steps=steps, units=units, depends_on=list(args.depends_on) + list(after)),
             pulumi.ResourceOptions(parent=self))
 
-    @staticmethod
-    def _systemd_units(spec: NodeSpec, paths: list[str]) -> list[NodeUnit]:
-        files_of_unit: dict[str, list[str]] = defaultdict(list)
-        for path in paths:
-            for unit in sc.units_for(path, spec.roles):
-                files_of_unit[unit].append(path)
-        return [NodeUnit(unit, files=tuple(files)) for unit, files in sorted(files_of_unit.items())]
+    def _discover_hosts(self, s: Settings, computes: Sequence[NodeSpec]) -> pulumi.Resource:
+        """Once every compute node's nova-compute is up: map the new hosts to cell1, so
+        the scheduler can place servers on them. Runs again when the computes change."""
+        first = self.nodes[s.controllers[0].name]
+        command = f"runuser -u nova -- {nova.DISCOVER_HOSTS.format(venv=s.virtualenv)}"
+        hosts = ",".join(sorted(n.name for n in computes))
+        return first.command("nova-discover-hosts", command, triggers=[hosts],
+                             depends_on=[r for n in computes for r in self.nodes[n.name].ready])
 
-    @staticmethod
-    def _supervised(s: Settings, spec: NodeSpec, root: str, paths: list[str]):
-        files, steps, units = [], [], []
-        venv = s.virtualenv
-        for unit, (conf, module, dir_var, port, sync) in SUPERVISED.items():
-            if conf not in paths:
+
+def _systemd(s: Settings, spec: NodeSpec, entries: Sequence[ServiceDefinition], files_by_path: dict):
+    """A real node's part of each service: its unit files and WSGI entries, the
+    service's preparation steps, database syncs (first controller only), and its units,
+    each restarted when a file it reads changes and then checked really working."""
+    first = spec.name == s.controllers[0].name
+    at = Placeholders(s.virtualenv, spec.address, spec.name, s.controllers[0].address, s.network.datapath,
+                      service=nova.cell_url_templates(len(s.controllers)))
+    files, steps, units = [], [], []
+    for entry in entries:
+        mine = [u for u in entry.units_for(spec.roles)]
+        for unit in mine:
+            if unit.packaged:
                 continue
-            conf_dir = conf.rsplit("/", 1)[0]
-            wsgi = f"{conf_dir}/{unit.replace('-', '_')}_wsgi.py"
-            files.append(NodeFile(wsgi, render("wsgi/wsgi-app.py.j2", wsgi_service=unit, wsgi_module=module,
-                                               wsgi_config_dir_variable=dir_var,
-                                               wsgi_config_dir=on_node(root, conf_dir)), mode="0644"))
-            service = conf.split("/")[2]
-            node_conf = shlex.quote(on_node(root, conf))
-            prepare = f"mkdir -p {shlex.quote(on_node(root, f'/var/lib/{service}'))}"
-            if unit == "glance-api":  # glance reads its stock paste pipeline beside its config
-                prepare += (f" {shlex.quote(on_node(root, '/var/lib/glance/images'))}; "
-                            f"cp {venv}/etc/glance/glance-api-paste.ini {shlex.quote(on_node(root, conf_dir))}/")
-            steps.append(NodeStep(f"{service}-db-sync",
-                                  f"set -e; {prepare}; PYTHONWARNINGS=ignore {venv}/bin/{sync.format(conf=node_conf)}"))
-            log_dir = shlex.quote(on_node(root, f"/var/log/{service}"))
-            start = (f"mkdir -p {log_dir}; PYTHONWARNINGS=ignore {venv}/bin/gunicorn --daemon "
-                     f"--chdir {shlex.quote(on_node(root, conf_dir))} --bind {spec.address}:{port} "
-                     f"--worker-class gthread --workers 2 --threads 1 --keep-alive 30 --pid {{pidfile}} "
-                     f"--access-logfile {log_dir}/access.log --error-logfile {log_dir}/gunicorn.log "
-                     f"{wsgi.rsplit('/', 1)[1].removesuffix('.py')}:application")
-            units.append(NodeUnit(unit, files=(conf, wsgi), start=start, ready_url=f"http://{spec.address}:{port}/"))
-        # memcached is the region's own token cache (memcached_servers on every controller).
-        if "controller" in spec.roles:
-                units.append(NodeUnit("memcached", files=(), start=(
-                f"memcached -d -u root -l {spec.address} -p 11211 -m 64 -P {{pidfile}}")))
-        return files, steps, units
+            files.append(NodeFile(unit_path(unit), unit_file(entry, unit, at), mode="0644"))
+            if unit.wsgi:
+                files.append(NodeFile(wsgi_entry_path(entry, unit), sc.wsgi_entry(unit, unit.wsgi.config_dir),
+                                      mode="0640", group=entry.name))
+        steps += _service_steps(s, spec, entry, at, first)
+        for unit in mine:
+            reads = [p for p in unit.reads if p in files_by_path]
+            own = [] if unit.packaged else [unit_path(unit)] + ([wsgi_entry_path(entry, unit)] if unit.wsgi else [])
+            setup = [step.command for step in steps if step.name.startswith(f"{entry.name}-")]
+            units.append(NodeUnit(unit.name, files=tuple(reads + own), triggers=setup if unit.packaged else (),
+                                  ready_command=ready_command(entry, unit, at)))
+    return files, steps, units
+
+
+def _service_steps(s: Settings, spec: NodeSpec, entry: ServiceDefinition, at: Placeholders,
+                   first: bool) -> list[NodeStep]:
+    steps = []
+    for unit in entry.units_for(spec.roles):
+        for shipped in unit.wsgi.shipped_files if unit.wsgi else ():
+            source = f"{s.virtualenv}/etc/{entry.name}/{shipped}"
+            steps.append(NodeStep(f"{entry.name}-{shipped}", f"install -m 0640 -o root -g {entry.name} "
+                                                             f"{shlex.quote(source)} {unit.wsgi.config_dir}/{shipped}"))
+    for step in entry.setup:
+        if any(r in spec.roles for r in step.roles) and (first or not step.first_controller_only):
+            steps.append(NodeStep(f"{entry.name}-{step.name}" if not step.name.startswith(entry.name) else step.name,
+                                  at.fill(step.command)))
+    config = entry.files[0].path if entry.files else ""
+    if first and entry.db_sync and "controller" in spec.roles:
+        sync = "; ".join(f"runuser -u {entry.name} -- env PYTHONWARNINGS=ignore sh -c "
+                         f"{shlex.quote(at.fill(cmd, config=config))}"
+                         for cmd in entry.db_sync)
+        # Again when the release changes: an upgrade migrates the schema.
+        steps.append(NodeStep(f"{entry.name}-db-sync", f"set -e; {sync}", triggers=[RELEASE]))
+    return steps
+
+
+@functools.lru_cache(maxsize=None)
+def _virtualenv_holds(virtualenv: str, package: str) -> bool:
+    """Whether the sandbox's Python environment (on this machine) has the package."""
+    probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({package!r}) is None)"
+    return subprocess.run([f"{virtualenv}/bin/python", "-c", probe], capture_output=True).returncode == 0
+
+
+def _supervised(s: Settings, spec: NodeSpec, root: str, entries: Sequence[ServiceDefinition]):
+    """The sandbox's services without systemd: each WSGI API of the node's services
+    that the virtualenv holds, under gunicorn; and the region's memcached."""
+    files, steps, units = [], [], []
+    for entry in entries:
+        for unit in entry.units_for(spec.roles):
+            if unit.wsgi and _virtualenv_holds(s.virtualenv, entry.name):
+                f, step, u = _supervised_wsgi(s, spec, root, entry, unit)
+                files.append(f)
+                steps.append(step)
+                units.append(u)
+    # memcached is the region's own token cache (memcached_servers on every controller).
+    if "controller" in spec.roles:
+        units.append(NodeUnit("memcached", files=(), start=(
+            f"memcached -d -u root -l {spec.address} -p 11211 -m 64 -P {{pidfile}}")))
+    return files, steps, units
+
+
+def _supervised_wsgi(s: Settings, spec: NodeSpec, root: str, entry: ServiceDefinition, unit: Unit):
+    venv, wsgi = s.virtualenv, unit.wsgi
+    conf_dir = on_node(root, wsgi.config_dir)
+    entry_module = f"{unit.name.replace('-', '_')}_wsgi"
+    wsgi_file = NodeFile(f"{wsgi.config_dir}/{entry_module}.py", sc.wsgi_entry(unit, conf_dir), mode="0644")
+    prepare = " ".join(shlex.quote(on_node(root, d)) for d in (f"/var/lib/{entry.name}", f"/var/log/{entry.name}"))
+    prepare = f"mkdir -p {prepare}" + "".join(
+        f"; cp {venv}/etc/{entry.name}/{shipped} {shlex.quote(conf_dir)}/" for shipped in wsgi.shipped_files)
+    if entry.name == "glance":  # the file store's directory
+        prepare += f"; mkdir -p {shlex.quote(on_node(root, '/var/lib/glance/images'))}"
+    config = shlex.quote(on_node(root, entry.files[0].path))
+    sync = "; ".join(f"PYTHONWARNINGS=ignore {cmd.format(venv=venv, config=config)}" for cmd in entry.db_sync)
+    step = NodeStep(f"{entry.name}-db-sync", f"set -e; {prepare}; {sync}")
+    log_dir = shlex.quote(on_node(root, f"/var/log/{entry.name}"))
+    start = (f"PYTHONWARNINGS=ignore {venv}/bin/gunicorn --daemon --chdir {shlex.quote(conf_dir)} "
+             f"--bind {spec.address}:{wsgi.port} --worker-class gthread --workers 2 --threads 1 --keep-alive 30 "
+             f"--pid {{pidfile}} --access-logfile {log_dir}/access.log --error-logfile {log_dir}/gunicorn.log "
+             f"{entry_module}:application")
+    ready = f"http://{spec.address}:{wsgi.port}/"
+    return wsgi_file, step, NodeUnit(unit.name, files=(*unit.reads, wsgi_file.path), start=start, ready_url=ready)

@@ -14,7 +14,9 @@ from typing import Optional, Sequence
 import pulumi
 
 from components import identity
-from components.settings import INTERFACES, SERVICE_CATALOG, SERVICE_USER, Settings
+from components import registry
+from components.registry.context import http_url
+from components.settings import Settings
 
 
 @dataclass
@@ -24,18 +26,20 @@ class ServiceRegionArgs:
     auth: pulumi.Input[dict]  # admin credential of the shared Keystone (secret)
     service_ids: pulumi.Input[dict]  # service type -> id, owned by the admin region
     service_project_id: pulumi.Input[str]
-    service_password: Optional[pulumi.Input[str]]
+    service_passwords: pulumi.Input[dict]  # service name -> Keystone password (secret)
     shared_service_users: bool = False
     depends_on: Sequence[pulumi.Resource] = ()
 
 
 def service_url(settings: Settings, service_type: str) -> str:
-    _, port, path = SERVICE_CATALOG[service_type]
-    return f"http://{settings.service_address}:{port}{path}"
+    entry = registry.catalog_entry(service_type)
+    return http_url(settings.service_address, entry.port, entry.path)
 
 
-def service_user_name(settings: Settings, service_type: str) -> str:
-    base = SERVICE_USER[service_type]
+def service_user_name(settings: Settings, service: str) -> str:
+    """The Keystone user of a service ("nova") in this region: nova-RegionTwo, or
+    nova itself with serviceUsers: shared."""
+    base = registry.by_name(service).user
     return base if settings.service_users == "shared" else f"{base}-{settings.region}"
 
 
@@ -58,7 +62,7 @@ class ServiceRegion(pulumi.ComponentResource):
         for service_type, url in [("identity", args.keystone_url),
                                   *((t, service_url(s, t)) for t in s.services)]:
             service_id = service_ids.apply(lambda ids, t=service_type: _service_id(ids, t))
-            for interface in INTERFACES:
+            for interface in registry.INTERFACES:
                 ep = identity.Endpoint(f"{name}-{service_type}-{interface}", auth=args.auth, service_id=service_id,
                                        interface=interface, region_id=self.region.region_id, url=url,
                                        opts=in_region)
@@ -71,14 +75,19 @@ class ServiceRegion(pulumi.ComponentResource):
 
     def _own_service_users(self, name: str, args: ServiceRegionArgs) -> dict:
         s = args.settings
+        passwords = pulumi.Output.secret(args.service_passwords)
         users = {}
-        for user_name in sorted({service_user_name(s, t) for t in s.services}):
+        for entry in registry.selected(s.services):
+            if not entry.user:
+                continue
+            user_name = service_user_name(s, entry.name)
             user = identity.User(f"{name}-user-{user_name}", auth=args.auth, user_name=user_name,
-                                 domain_id="default", password=args.service_password,
+                                 domain_id="default", password=passwords.apply(lambda p, e=entry.name: p[e]),
                                  opts=pulumi.ResourceOptions(parent=self, depends_on=[self.region]))
-            identity.RoleAssignment(f"{name}-user-{user_name}-admin", auth=args.auth, user_id=user.id,
-                                    project_id=args.service_project_id, role_name="admin",
-                                    opts=pulumi.ResourceOptions(parent=self))
+            for role in entry.user_roles:
+                identity.RoleAssignment(f"{name}-user-{user_name}-{role}", auth=args.auth, user_id=user.id,
+                                        project_id=args.service_project_id, role_name=role,
+                                        opts=pulumi.ResourceOptions(parent=self))
             users[user_name] = user
         return users
 

@@ -9,31 +9,21 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional
 
 import pulumi
 
+from components import registry
+
 NAMESPACE = "openstack-multiregion"
 
-# service type -> (service name, port, path) as seed 000 registers them.
-SERVICE_CATALOG: dict[str, tuple[str, int, str]] = {
-    "image": ("glance", 9292, ""),
-    "network": ("neutron", 9696, ""),
-    "compute": ("nova", 8774, "/v2.1"),
-    "placement": ("placement", 8778, ""),
-    "volumev3": ("cinderv3", 8776, "/v3/%(project_id)s"),
-    "volumev2": ("cinderv2", 8776, "/v2/%(project_id)s"),  # legacy releases only
-}
-# service type -> the service user that authenticates for it.
-SERVICE_USER = {"image": "glance", "network": "neutron", "compute": "nova", "placement": "placement",
-                 "volumev3": "cinder", "volumev2": "cinder"}
-INTERFACES = ("public", "internal", "admin")
-ROLES = ("controller", "compute")
+ROLES = registry.ROLES
 SECRET_KEYS = ("adminPassword", "servicePassword", "sshPrivateKey")
 HA_SECRET_KEYS = ("vrrpPassword", "haproxyStatsPassword", "erlangCookie")
 KNOWN_KEYS = {"region", "keystone", "services", "nodes", "endpointAddress", "nodeRoot", "serviceManager",
-              "serviceUsers", "identity", "virtualenv", "memcachedServers", "ha", *SECRET_KEYS, *HA_SECRET_KEYS}
+              "serviceUsers", "identity", "virtualenv", "memcachedServers", "ha", "adminOpenrc", "compute",
+              "network", "passwords", "adoptUntagged", "ssh", *SECRET_KEYS, *HA_SECRET_KEYS}
 
 _REGION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -42,13 +32,42 @@ _HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A
 _STACK = re.compile(r"^([A-Za-z0-9_.-]+/){0,2}[A-Za-z0-9_.-]+$")
 
 
+# The secret values of the config being parsed: no error message ever shows them.
+_secret_values: list[str] = []
+
+
+MIN_MASKED = 4  # shorter values are too common to find (a 1-character password is no secret)
+
+
+def _masked(text: str) -> str:
+    for value in sorted(_secret_values, key=len, reverse=True):
+        if len(value) >= MIN_MASKED:
+            text = text.replace(value, "[secret]")
+    return text
+
+
 class ConfigError(pulumi.RunError):
-    """A configuration mistake; printed as one clear line, without a traceback."""
+    """A configuration mistake; printed as one clear line, without a traceback, and
+    without any secret value (shown as [secret])."""
 
     def __init__(self, key: str, value: Any, expected: str):
         shown = value if isinstance(value, str) else json.dumps(value)
-        super().__init__(f"config {NAMESPACE}:{key} = {shown!s}: expected {expected}")
+        super().__init__(_masked(f"config {NAMESPACE}:{key} = {shown!s}: expected {expected}"))
         self.key = key
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    """`ssh`: how long one command may run, and when a silent node counts as dead."""
+
+    # A command that runs longer fails the step. Half an hour covers a package install
+    # on a slow mirror and a Galera state transfer of a modest database; raise it for
+    # bigger ones (a node that stops answering is caught by the keepalives instead).
+    command_timeout: int = 1800
+    # Every keepaliveInterval seconds the node must answer an SSH keepalive; after
+    # keepaliveCountMax missed answers (60 s by default) the step fails, naming the node.
+    keepalive_interval: int = 15
+    keepalive_count_max: int = 4
 
 
 @dataclass(frozen=True)
@@ -58,7 +77,8 @@ class NodeSpec:
     roles: tuple[str, ...]
     host_key: str
     ssh_port: int = 22
-    ssh_user: str = "root"
+    ssh_user: str = "root"  # another user runs every command through `sudo -n`
+    ssh: SshOptions = SshOptions()
 
 
 @dataclass(frozen=True)
@@ -108,6 +128,27 @@ class HaSettings:
 
 
 @dataclass(frozen=True)
+class ComputeSettings:
+    """`compute`: how nova-compute runs guests."""
+
+    driver: str = "libvirt"  # or "fake": servers without guests (test beds)
+    virt_type: str = "kvm"  # libvirt's: kvm, or qemu without hardware virtualization
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """`network`: ML2/OVN on Open vSwitch."""
+
+    datapath: str = "system"  # Open vSwitch's kernel datapath, or netdev (userspace, no kernel module)
+
+
+COMPUTE_DRIVERS = ("libvirt", "fake")
+VIRT_TYPES = ("kvm", "qemu")
+DATAPATHS = ("system", "netdev")
+DEFAULT_VIRTUALENV = "/opt/openstack/venv"
+
+
+@dataclass(frozen=True)
 class Settings:
     region: str
     keystone: KeystoneSpec
@@ -122,6 +163,11 @@ class Settings:
     memcached_servers: tuple[str, ...] = ()  # host:port; default: every controller on 11211
     ha: Optional["HaSettings"] = None
     secrets_present: frozenset[str] = frozenset()
+    admin_openrc: bool = False  # write admin-openrc and clouds.yaml (the admin password) on controllers
+    password_overrides: frozenset[str] = frozenset()  # purposes whose password `passwords` gives
+    compute: ComputeSettings = field(default_factory=lambda: ComputeSettings())
+    network: NetworkSettings = field(default_factory=lambda: NetworkSettings())
+    adopt_untagged: bool = False  # take over Keystone records made outside the program
 
     @property
     def hosts_keystone(self) -> bool:
@@ -160,14 +206,21 @@ def _decode(key: str, raw: Any) -> Any:
 
 
 def _is_address(value: Any) -> bool:
+    """An IPv4 address or a DNS host name. IPv6 is refused for now: Galera, RabbitMQ and
+    memcached clients each spell it differently, and that path has never run."""
     if not isinstance(value, str) or not value:
         return False
     try:
-        ipaddress.ip_address(value)
-        return True
+        return ipaddress.ip_address(value).version == 4
     except ValueError:
         # A name made only of digits and dots is a malformed IPv4 address, not a host name.
         return bool(_HOSTNAME.match(value)) and not re.fullmatch(r"[0-9.]+", value)
+
+
+def _is_safe_path(value: Any) -> bool:
+    """An absolute path that needs no quoting anywhere it goes (root shells, Python)."""
+    return isinstance(value, str) and bool(re.fullmatch(r"/[A-Za-z0-9._/-]*", value)) \
+        and ".." not in value.split("/")
 
 
 def _only_keys(key: str, obj: Mapping[str, Any], allowed: set[str]) -> None:
@@ -212,7 +265,7 @@ def _parse_nodes(raw: Mapping[str, Any]) -> tuple[NodeSpec, ...]:
         seen_names.add(name)
         address = item.get("address")
         if not _is_address(address):
-            raise ConfigError(f"{k}.address", address, "an IPv4/IPv6 address or a DNS host name")
+            raise ConfigError(f"{k}.address", address, "an IPv4 address or a DNS host name (IPv6 is not supported yet)")
         roles = item.get("roles")
         if not isinstance(roles, list) or not roles or any(r not in ROLES for r in roles):
             raise ConfigError(f"{k}.roles", roles, f"a non-empty list of roles from: {', '.join(ROLES)}")
@@ -256,11 +309,12 @@ def _parse_keystone(raw: Mapping[str, Any], nodes: tuple[NodeSpec, ...]) -> Keys
 
 def _parse_services(raw: Mapping[str, Any]) -> tuple[str, ...]:
     services = _decode("services", raw.get("services", "[]"))
+    known = registry.region_service_types()
     if not isinstance(services, list):
-        raise ConfigError("services", services, f"a list of service types from: {', '.join(SERVICE_CATALOG)}")
+        raise ConfigError("services", services, f"a list of service types from: {', '.join(known)}")
     for i, s in enumerate(services):
-        if s not in SERVICE_CATALOG:
-            raise ConfigError(f"services[{i}]", s, f"a service type from: {', '.join(SERVICE_CATALOG)}")
+        if s not in known:
+            raise ConfigError(f"services[{i}]", s, f"a service type from: {', '.join(known)}")
     if len(set(services)) != len(services):
         raise ConfigError("services", services, "each service type at most once")
     return tuple(services)
@@ -280,6 +334,9 @@ def _parse_domains(raw: Mapping[str, Any]) -> tuple[DomainSpec, ...]:
         if not isinstance(d, dict) or not isinstance(d.get("name"), str) or not d["name"]:
             raise ConfigError(k, d, "an object with a non-empty 'name'")
         _only_keys(k, d, {"name", "description", "projects"})
+        if d["name"].lower() == "default":
+            raise ConfigError(f"{k}.name", d["name"], "a domain this stack creates, not Keystone's Default domain "
+                                                      "(it holds admin and the service users)")
         if d["name"].lower() in seen:
             raise ConfigError(f"{k}.name", d["name"], "a domain name not declared twice")
         seen.add(d["name"].lower())
@@ -296,6 +353,85 @@ def _parse_domains(raw: Mapping[str, Any]) -> tuple[DomainSpec, ...]:
             projects.append(ProjectSpec(p["name"], str(p.get("description", ""))))
         result.append(DomainSpec(d["name"], str(d.get("description", "")), tuple(projects)))
     return tuple(result)
+
+
+def _parse_compute(raw: Mapping[str, Any]) -> ComputeSettings:
+    compute = _decode("compute", raw.get("compute", "{}"))
+    if not isinstance(compute, dict):
+        raise ConfigError("compute", compute, "an object {driver?, virtType?}")
+    _only_keys("compute", compute, {"driver", "virtType"})
+    driver = compute.get("driver", "libvirt")
+    if driver not in COMPUTE_DRIVERS:
+        raise ConfigError("compute.driver", driver, "libvirt (real guests, the default) or fake (servers without "
+                                                    "guests, for test beds)")
+    virt_type = compute.get("virtType", "kvm")
+    if virt_type not in VIRT_TYPES:
+        raise ConfigError("compute.virtType", virt_type, "kvm (the default) or qemu (no hardware virtualization)")
+    return ComputeSettings(driver, virt_type)
+
+
+def _parse_network(raw: Mapping[str, Any]) -> NetworkSettings:
+    network = _decode("network", raw.get("network", "{}"))
+    if not isinstance(network, dict):
+        raise ConfigError("network", network, "an object {datapath?}")
+    _only_keys("network", network, {"datapath"})
+    datapath = network.get("datapath", "system")
+    if datapath not in DATAPATHS:
+        raise ConfigError("network.datapath", datapath, "system (Open vSwitch's kernel datapath, the default) or "
+                                                        "netdev (userspace, where the kernel has no openvswitch module)")
+    return NetworkSettings(datapath)
+
+
+def password_purposes() -> tuple[str, ...]:
+    """What `passwords` may set: the purposes of the secrets the program makes."""
+    users = [f"keystone-{e.name}" for e in registry.SERVICES if e.user]
+    databases = [f"database-{u}" for u in dict.fromkeys(db.user for e in registry.SERVICES for db in e.databases)]
+    return (*users, *databases, "rabbitmq", "metadata-proxy")
+
+
+def _parse_passwords(raw: Mapping[str, Any]) -> frozenset[str]:
+    """`passwords` (a secret object): the operator's own value for some of the secrets
+    the program would make, e.g. to keep the passwords of an existing cloud."""
+    passwords = _decode("passwords", raw.get("passwords", "{}"))
+    expected = f"a secret object {{purpose: password}} with purposes from: {', '.join(password_purposes())}"
+    if not isinstance(passwords, dict):
+        raise ConfigError("passwords", "[secret]", expected)
+    for purpose, value in passwords.items():
+        if purpose not in password_purposes():
+            raise ConfigError(f"passwords.{purpose}", "[secret]", expected)
+        if not isinstance(value, str) or not value or "\n" in value or "\r" in value:
+            raise ConfigError(f"passwords.{purpose}", "[secret]", "a non-empty password on one line")
+        if purpose == "rabbitmq" and "/" in value:
+            # oslo.messaging hands the password to kombu inside a URL with '/' left
+            # unencoded, and kombu then reads a broken URL.
+            raise ConfigError(f"passwords.{purpose}", "[secret]", "a password without '/' (oslo.messaging's rabbit "
+                                                                  "driver cannot pass one on)")
+    return frozenset(passwords)
+
+
+SSH_KEYS = {"commandTimeout": "command_timeout", "keepaliveInterval": "keepalive_interval",
+            "keepaliveCountMax": "keepalive_count_max"}
+
+
+def _parse_ssh(raw: Mapping[str, Any]) -> SshOptions:
+    ssh = _decode("ssh", raw.get("ssh", "{}"))
+    if not isinstance(ssh, dict):
+        raise ConfigError("ssh", ssh, "an object {commandTimeout?, keepaliveInterval?, keepaliveCountMax?}")
+    _only_keys("ssh", ssh, set(SSH_KEYS))
+    for key, value in ssh.items():
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 86400:
+            raise ConfigError(f"ssh.{key}", value, "a whole number of seconds (a count for keepaliveCountMax) "
+                                                  "from 1 to 86400")
+    return SshOptions(**{SSH_KEYS[k]: v for k, v in ssh.items()})
+
+
+def _parse_flag(raw: Mapping[str, Any], key: str) -> bool:
+    value = raw.get(key, False)
+    if value in (True, "true"):
+        return True
+    if value in (False, "false"):
+        return False
+    raise ConfigError(key, value, "true or false")
 
 
 def _parse_memcached(raw: Mapping[str, Any]) -> tuple[str, ...]:
@@ -362,13 +498,36 @@ def ha_spec(ha: HaSettings, region: str, controllers, services, hosts_keystone: 
                              **({"galera_provider": ha.galera_provider} if ha.galera_provider else {}))
 
 
-def parse(raw: Mapping[str, Any]) -> Settings:
-    """Validate the stack's `openstack-multiregion:*` config (keys without the namespace)."""
+def _collect_secret_values(raw: Mapping[str, Any], secret_keys: frozenset[str]) -> None:
+    """Every value under a key that is a secret (by name, or because the engine says so),
+    down to the strings inside a secret object: what ConfigError must never print."""
+    def strings(value: Any) -> list[str]:
+        if isinstance(value, str):
+            try:
+                decoded = json.loads(value)
+            except json.JSONDecodeError:
+                return [value]
+            return [value, *strings(decoded)] if not isinstance(decoded, str) else [value, decoded]
+        if isinstance(value, dict):
+            return [s for v in value.values() for s in strings(v)]
+        if isinstance(value, list):
+            return [s for v in value for s in strings(v)]
+        return []
+    secret = set(SECRET_KEYS) | set(HA_SECRET_KEYS) | {"passwords"} | set(secret_keys)
+    _secret_values[:] = [v for k, value in raw.items() if k in secret for v in strings(value) if v]
+
+
+def parse(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> Settings:
+    """Validate the stack's `openstack-multiregion:*` config (keys without the namespace).
+    `secret_keys`: keys the engine holds as secrets (besides those secret by name)."""
+    _collect_secret_values(raw, secret_keys)
     unknown = sorted(set(raw) - KNOWN_KEYS)
     if unknown:
-        raise ConfigError(unknown[0], raw[unknown[0]], f"one of the known keys: {', '.join(sorted(KNOWN_KEYS))}")
+        # A misspelt key may hold a secret (adminPasword): its value is never shown.
+        raise ConfigError(unknown[0], "[not shown]", f"one of the known keys: {', '.join(sorted(KNOWN_KEYS))}")
     region = _parse_region(raw)
-    nodes = _parse_nodes(raw)
+    ssh = _parse_ssh(raw)
+    nodes = tuple(replace(n, ssh=ssh) for n in _parse_nodes(raw))
     keystone = _parse_keystone(raw, nodes)
     services = _parse_services(raw)
     if services and not any("controller" in n.roles for n in nodes) and "endpointAddress" not in raw:
@@ -376,19 +535,22 @@ def parse(raw: Mapping[str, Any]) -> Settings:
                                                             "(or endpointAddress) when services are configured")
     endpoint_address = raw.get("endpointAddress")
     if endpoint_address is not None and not _is_address(endpoint_address):
-        raise ConfigError("endpointAddress", endpoint_address, "an IPv4/IPv6 address or a DNS host name")
+        raise ConfigError("endpointAddress", endpoint_address, "an IPv4 address or a DNS host name (IPv6 is not supported yet)")
     node_root = raw.get("nodeRoot", "/")
-    if not isinstance(node_root, str) or not node_root.startswith("/") or ".." in node_root.split("/"):
-        raise ConfigError("nodeRoot", node_root, "an absolute path without '..' (may contain {node})")
+    if not _is_safe_path(node_root.replace("{node}", "n") if isinstance(node_root, str) else node_root):
+        raise ConfigError("nodeRoot", node_root, "an absolute path of letters, digits and . _ - / without '..' "
+                                                 "(may contain {node})")
     manager = raw.get("serviceManager", "systemd")
     if manager not in ("systemd", "none"):
         raise ConfigError("serviceManager", manager, "'systemd' (real nodes) or 'none' (supervised processes)")
     virtualenv = raw.get("virtualenv")
-    if virtualenv is not None and (not isinstance(virtualenv, str) or not virtualenv.startswith("/")):
-        raise ConfigError("virtualenv", virtualenv, "an absolute path on the nodes")
+    if virtualenv is not None and not _is_safe_path(virtualenv):
+        raise ConfigError("virtualenv", virtualenv, "an absolute path on the nodes, of letters, digits and . _ - / "
+                                                    "without '..'")
     if manager == "none" and virtualenv is None and (keystone.node or services):
         raise ConfigError("serviceManager", manager, "'systemd', or also set 'virtualenv' to the Python "
                                                      "environment that runs the services on the nodes")
+    virtualenv = virtualenv or DEFAULT_VIRTUALENV
     service_users = raw.get("serviceUsers", "per-region")
     if service_users not in ("per-region", "shared"):
         raise ConfigError("serviceUsers", service_users, "'per-region' (e.g. nova-RegionTwo) or 'shared' (nova)")
@@ -398,8 +560,16 @@ def parse(raw: Mapping[str, Any]) -> Settings:
     if ha and keystone.node and "controller" not in next(n for n in nodes if n.name == keystone.node).roles:
         raise ConfigError("keystone.node", keystone.node, "a controller: with ha, Keystone runs on every controller "
                                                           "behind the VIP and this node bootstraps it")
-    # With ha, servicePassword is also the region's database password (Keystone's too).
-    needed = [("adminPassword", keystone.node is not None), ("servicePassword", bool(services) or bool(ha)),
+    if manager == "systemd" and keystone.node and "controller" not in next(
+            n for n in nodes if n.name == keystone.node).roles:
+        raise ConfigError("keystone.node", keystone.node, "a controller: Keystone keeps its data in the MariaDB "
+                                                          "of the region's controllers")
+    admin_openrc = {"true": True, "false": False}.get(str(raw.get("adminOpenrc", "false")).lower())
+    if admin_openrc is None:
+        raise ConfigError("adminOpenrc", admin_openrc, "true (write the admin's openrc and clouds.yaml, which hold the "
+                                                       "admin password, on the controllers) or false (the default)")
+    # Every other password is made by the program (servicePassword only overrides).
+    needed = [("adminPassword", keystone.node is not None),
               ("sshPrivateKey", bool(nodes))]
     for key, required in needed:
         if required and key not in present:
@@ -407,7 +577,9 @@ def parse(raw: Mapping[str, Any]) -> Settings:
     return Settings(region=region, keystone=keystone, services=services, nodes=nodes,
                     endpoint_address=endpoint_address, node_root=node_root.rstrip("/") or "/",
                     service_manager=manager, service_users=service_users, domains=_parse_domains(raw),
-                    virtualenv=virtualenv, memcached_servers=memcached, ha=ha, secrets_present=present)
+                    virtualenv=virtualenv, memcached_servers=memcached, ha=ha, secrets_present=present,
+                    admin_openrc=admin_openrc, compute=_parse_compute(raw), network=_parse_network(raw),
+                    password_overrides=_parse_passwords(raw), adopt_untagged=_parse_flag(raw, "adoptUntagged"))
 
 
 def raw_stack_config() -> dict[str, Any]:
@@ -417,6 +589,14 @@ def raw_stack_config() -> dict[str, Any]:
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     prefix = NAMESPACE + ":"
     return {k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix)}
+
+
+def engine_secret_keys() -> frozenset[str]:
+    """This project's config keys the engine holds as secrets (namespace stripped)."""
+    from pulumi.runtime import config as runtime_config
+
+    prefix = NAMESPACE + ":"
+    return frozenset(k[len(prefix):] for k in runtime_config.get_config_secret_keys_env() if k.startswith(prefix))
 
 
 def secret(key: str) -> pulumi.Output[str]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job: set up (cached), start the local sandbox, deploy region-one (the
-# shared Keystone + RegionOne) and region-two with `pulumi up`, then print the
-# catalog the way `openstack endpoint list` shows it.
+# The main job: set up (cached), start the test bed's machines (systemd-nspawn, bare
+# Debian 12), bring up region-one (the shared Keystone + RegionOne) and region-two on
+# them with `pulumi up`, print the catalog, and boot a server in RegionTwo.
 #   scripts/deploy-sandbox.sh [region-one region-two ...]
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -11,18 +11,35 @@ env_file=$(bash "$here/scripts/setup.sh" | tail -n 1)
 # shellcheck source=/dev/null
 . "$env_file"
 cd "$here"
-python scripts/sandbox.py up --nodes $(( ${#stacks[@]} * 2 ))
+python scripts/sandbox.py up --kind machines --nodes $(( ${#stacks[@]} * 2 ))
 eval "$(python scripts/sandbox.py env)"
 for stack in "${stacks[@]}"; do
   python scripts/sandbox.py stack-config "$stack" >/dev/null
   echo "== pulumi -C $OMR_SANDBOX_PROJECT up --stack $stack"
   pulumi -C "$OMR_SANDBOX_PROJECT" up --yes --skip-preview --stack "$stack" --suppress-permalink
 done
-echo "== openstack endpoint list (shared Keystone)"
+
 # The admin credential comes from the stack's secret output, into the environment only.
 read -r OS_AUTH_URL OS_PASSWORD < <(pulumi -C "$OMR_SANDBOX_PROJECT" stack output adminAuth --show-secrets --json --stack region-one |
   python -c 'import json, sys; a = json.load(sys.stdin); print(a["authUrl"], a["password"])')
-export OS_AUTH_URL OS_PASSWORD
-OS_USERNAME=admin OS_PROJECT_NAME=admin OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default \
-OS_IDENTITY_API_VERSION=3 PYTHONWARNINGS=ignore openstack endpoint list --sort-column Region --sort-column "Service Type"
+export OS_AUTH_URL OS_PASSWORD OS_USERNAME=admin OS_PROJECT_NAME=admin OS_USER_DOMAIN_NAME=Default \
+  OS_PROJECT_DOMAIN_NAME=Default OS_IDENTITY_API_VERSION=3 PYTHONWARNINGS=ignore
+echo "== openstack endpoint list (the shared Keystone)"
+openstack endpoint list --sort-column Region --sort-column "Service Type"
+
+region=RegionTwo
+[[ " ${stacks[*]} " == *" region-two "* ]] || region=RegionOne
+echo "== a server in $region, through $region's own services"
+os() { openstack --os-region-name "$region" "$@"; }
+os network show demo-net >/dev/null 2>&1 || os network create demo-net >/dev/null
+os subnet show demo-subnet >/dev/null 2>&1 || os subnet create --network demo-net --subnet-range 10.99.0.0/24 demo-subnet >/dev/null
+if ! os image show demo-image >/dev/null 2>&1; then
+  image=$(mktemp); head -c 65536 /dev/urandom > "$image"
+  os image create --disk-format raw --container-format bare --file "$image" demo-image >/dev/null; rm -f "$image"
+fi
+os flavor show demo-tiny >/dev/null 2>&1 || os flavor create --vcpus 1 --ram 64 --disk 1 demo-tiny >/dev/null
+os server show demo-server >/dev/null 2>&1 ||
+  os server create --image demo-image --flavor demo-tiny --network demo-net --wait demo-server >/dev/null
+os server show demo-server -c name -c status -c OS-EXT-SRV-ATTR:host -c addresses
+os compute service list
 echo "== done in $(( $(date +%s) - start ))s; sandbox: $OMR_SANDBOX (scripts/sandbox.py status|down)"

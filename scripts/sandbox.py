@@ -1,17 +1,25 @@
 #!/usr/bin/env python3
-"""Local sandbox cloud: one real Keystone and N real SSH nodes on loopback.
+"""Local sandbox cloud: one real Keystone and N real SSH nodes.
 
-    sandbox.py up [--nodes N] [--subnet 127.0.1]   start (idempotent)
+    sandbox.py up [--kind machines|loopback] [--nodes N] [--subnet S]   start (idempotent)
     sandbox.py status                               what runs, exit 1 if anything is down
     sandbox.py down [--purge]                       stop everything (idempotent)
     sandbox.py env                                  shell exports for the Pulumi CLI
+    sandbox.py sudo-user                            a non-root login with passwordless sudo (prints its name)
     sandbox.py stack-config region-two              write the stack's config for this sandbox
 
-Everything binds to one /24 inside 127.0.0.0/8: nodes at <subnet>.1..N (sshd on
-port 2222), the standalone Keystone at <subnet>.250:5000. The sandbox directory
-(default .sandbox in the checkout, or $OMR_SANDBOX) holds the state backend, the
-secrets passphrase, the SSH key pair, host keys, each node's file root, and the
-Keystone database and logs.
+Two kinds of nodes; a new sandbox is `machines` unless --kind says otherwise, an
+existing one keeps its kind (recorded in sandbox.json):
+- machines: each node a real Debian 12 machine, a systemd-nspawn container booted
+  with systemd on a bridge the sandbox creates (scripts/testbed.py): <subnet>.1 is
+  the host (apt proxy, standalone Keystone on :5000), node i is <subnet>.<10+i> with
+  sshd on port 22. The subnet lies inside 198.18.0.0/15 (default 198.18.1).
+- loopback: one sshd per node on a /24 inside 127.0.0.0/8 (default 127.0.1): nodes
+  at <subnet>.1..N port 2222, each with its own file root; Keystone at <subnet>.250:5000.
+
+The sandbox directory (default .sandbox in the checkout, or $OMR_SANDBOX) holds the
+state backend, the secrets passphrase, the SSH key pair, host keys, each node's
+root, and the Keystone database and logs.
 """
 from __future__ import annotations
 
@@ -26,14 +34,19 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import testbed  # scripts/testbed.py: the machines kind's nodes
 
 REPO = Path(__file__).resolve().parent.parent
 SSH_PORT = 2222
 KEYSTONE_PORT = 5000
 KEYSTONE_HOST_OCTET = 250
 SSHD = "/usr/sbin/sshd"
+KINDS = ("machines", "loopback")
+DEFAULT_SUBNETS = {"machines": "198.18.1", "loopback": "127.0.1"}
 
 
 def log(msg: str) -> None:
@@ -45,7 +58,7 @@ class Node:
     name: str
     address: str
     port: int
-    root: str
+    root: str  # loopback: the node's file root; machines: the container's root directory
     host_key: str  # public host key, pinned by clients
 
 
@@ -56,10 +69,20 @@ class Sandbox:
     nodes: list[Node] = field(default_factory=list)
     keystone_url: str = ""
     admin_password: str = ""
+    kind: str = "loopback"  # sandboxes from before the machines kind have no kind field
+    bridge: str = ""  # machines: the host bridge the nodes are on
+    sudo_user: str = ""  # created by `sudo-user`, removed by `down --purge`
 
     @property
     def path(self) -> Path:
         return Path(self.dir)
+
+    @property
+    def keystone_address(self) -> str:
+        # machines: the bridge address, so nodes reach the standalone Keystone too.
+        if self.kind == "machines":
+            return testbed.bridge_address(self.subnet)
+        return f"{self.subnet}.{KEYSTONE_HOST_OCTET}"
 
     @property
     def private_key_file(self) -> Path:
@@ -182,7 +205,7 @@ def ensure_node(sb: Sandbox, index: int) -> Node:
 ListenAddress {address}:{SSH_PORT}
 HostKey {host_key}
 PidFile {d / 'sshd.pid'}
-AuthorizedKeysFile {sb.path / 'ssh' / 'authorized_keys'}
+AuthorizedKeysFile {sb.path / 'ssh' / 'authorized_keys'} {sb.path / 'ssh-users' / '%u'}
 PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -244,7 +267,7 @@ def keystone_manage(d: Path, *args: str) -> None:
 
 def ensure_keystone(sb: Sandbox) -> None:
     d = sb.path / "keystone"
-    address = f"{sb.subnet}.{KEYSTONE_HOST_OCTET}"
+    address = sb.keystone_address
     sb.keystone_url = f"http://{address}:{KEYSTONE_PORT}/v3"
     if not (d / "bootstrapped").exists():
         log("initialising Keystone (db_sync, fernet, bootstrap) ...")
@@ -289,18 +312,124 @@ def keystone_answers(sb: Sandbox) -> bool:
         return False
 
 
+# --- machines: nspawn containers on a bridge (scripts/testbed.py) -------------
+
+def machine_node(sb: Sandbox, index: int) -> Node:
+    name = f"node{index}"
+    d = node_dir(sb, name)
+    return Node(name=name, address=testbed.node_address(sb.subnet, index), port=22, root=str(d / "rootfs"),
+                host_key=testbed.ensure_host_key(d, name))
+
+
+def build_caches() -> tuple[Path, str]:
+    """The rootfs and the wheelhouse key (each cached per machine), built side by side."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        rootfs = pool.submit(testbed.ensure_rootfs, log)
+        wheelhouse = pool.submit(testbed.ensure_wheelhouse, log)
+        rootfs_dir, (wheelhouse_key, python_version) = rootfs.result(), wheelhouse.result()
+    testbed.check_node_python(rootfs_dir, python_version)
+    return rootfs_dir, wheelhouse_key
+
+
+def up_machines(sb: Sandbox, count: int) -> None:
+    testbed.check_node_count(count)
+    sb.bridge = sb.bridge or testbed.bridge_name(sb.path)
+    sb.save()  # from here on, `down` knows what to clean up after a failure
+    testbed.ensure_bridge(sb.bridge, sb.subnet)
+    testbed.ensure_proxy(sb.path, sb.subnet)
+    rootfs, wheelhouse = build_caches()
+    sb.nodes = [machine_node(sb, i) for i in range(1, count + 1)]
+    sb.save()
+    setup = testbed.NodeSetup(subnet=sb.subnet, authorized_key=(sb.path / "ssh" / "authorized_keys").read_text(),
+                              wheelhouse=wheelhouse, repositories=testbed.host_repositories(),
+                              peers=[(n.name, n.address) for n in sb.nodes])
+    started = []
+    for node in sb.nodes:
+        d = node_dir(sb, node.name)
+        root = testbed.ensure_node_disk(d, rootfs)
+        testbed.configure_node(root, d, node.name, node.address, setup)
+        if not testbed.container_pid(d):
+            machine = testbed.machine_name(sb.bridge, node.name)
+            testbed.start_container(d, testbed.nspawn_command(root, machine, node.name, sb.bridge,
+                                                              testbed.wheelhouse_root()))
+            started.append(node.name)
+    # For `ssh -o UserKnownHostsFile=<sandbox>/ssh/known_hosts`: the pinned keys.
+    known_hosts = "".join(f"{n.address} {n.host_key}\n" for n in sb.nodes)
+    testbed.write_if_changed(sb.path / "ssh" / "known_hosts", known_hosts)
+    if started:
+        log(f"booting {', '.join(started)} ...")
+    testbed.wait_for_sshd([(n.name, n.address, node_dir(sb, n.name)) for n in sb.nodes])
+    addresses = sb.nodes[0].address + (f"-{sb.nodes[-1].address.rsplit('.', 1)[1]}" if len(sb.nodes) > 1 else "")
+    log(f"{len(sb.nodes)} machine(s) up at {addresses} (sshd on 22), bridge {sb.bridge}, "
+        f"apt proxy {testbed.proxy_url(sb.subnet)}")
+
+
+def status_machines(sb: Sandbox) -> bool:
+    bridge_up = testbed.interface_exists(sb.bridge)
+    print(f"{'bridge':8} {sb.bridge} {testbed.bridge_address(sb.subnet)}/24 {'up' if bridge_up else 'DOWN'}")
+    proxy_up = bool(testbed.proxy_pid(sb.path)) and testbed.proxy_answers(sb.subnet)
+    print(f"{'proxy':8} apt {testbed.proxy_url(sb.subnet):24} {'up' if proxy_up else 'DOWN'}")
+    ok = bridge_up and proxy_up
+    for node in sb.nodes:
+        pid = testbed.container_pid(node_dir(sb, node.name))
+        init = testbed.container_init(pid) if pid else None
+        container = f"running (systemd: {testbed.systemd_state(init)})" if init else "STOPPED"
+        ssh = testbed.sshd_answers(node.address)
+        ok = ok and bool(init) and ssh
+        print(f"{node.name:8} ssh {node.address}:{node.port:<3} container {container}, sshd {'up' if ssh else 'DOWN'}")
+    return ok
+
+
+def down_machines(sb: Sandbox) -> None:
+    # Every node that has a pid file, also one a failed `up` never recorded.
+    node_dirs = sorted({node_dir(sb, n.name) for n in sb.nodes} |
+                       {p.parent for p in (sb.path / "nodes").glob("*/nspawn.pid")})
+    testbed.stop_containers(node_dirs, log)
+    testbed.stop_proxy(sb.path)
+    if sb.bridge:
+        testbed.delete_bridge(sb.bridge)
+        for d in node_dirs:
+            testbed.remove_nspawn_leftovers(testbed.machine_name(sb.bridge, d.name))
+    testbed.unmount_below(sb.path)
+
+
 # --- commands --------------------------------------------------------------
+
+def loopback_subnet(text: str) -> str:
+    octets = text.split(".")
+    if len(octets) != 3 or octets[0] != "127" or not all(o.isdigit() and int(o) < 256 for o in octets):
+        raise SystemExit(f"[sandbox] --subnet {text!r}: expected three octets inside 127.0.0.0/8, e.g. 127.0.1")
+    return text
+
+
+def checked_subnet(kind: str, text: str) -> str:
+    return testbed.parse_subnet(text) if kind == "machines" else loopback_subnet(text)
+
+
+def load_for_up(directory: Path, args) -> Sandbox:
+    """The existing sandbox (same kind and subnet) or a new one of --kind."""
+    sb = Sandbox.load(directory)
+    if sb is None:
+        kind = args.kind or "machines"
+        subnet = checked_subnet(kind, args.subnet or DEFAULT_SUBNETS[kind])
+        if kind == "machines":  # checked before anything is created
+            testbed.check_node_count(4 if args.nodes is None else args.nodes)
+            testbed.check_subnet_free(subnet, testbed.bridge_name(directory))
+        directory.mkdir(parents=True, exist_ok=True)
+        return Sandbox(dir=str(directory), subnet=subnet, kind=kind)
+    if args.kind and args.kind != sb.kind:
+        raise SystemExit(f"[sandbox] {directory} is a {sb.kind} sandbox; "
+                         "run 'down --purge' first to make a new one of another kind")
+    if args.subnet and checked_subnet(sb.kind, args.subnet) != sb.subnet:
+        raise SystemExit(f"[sandbox] {directory} already uses subnet {sb.subnet}; "
+                         "run 'down --purge' first to change it")
+    return sb
+
 
 def cmd_up(args) -> int:
     start = time.time()
     directory = default_dir() if args.dir is None else Path(args.dir).resolve()
-    sb = Sandbox.load(directory)
-    if sb is None:
-        directory.mkdir(parents=True, exist_ok=True)
-        sb = Sandbox(dir=str(directory), subnet=args.subnet)
-    elif args.subnet_given and args.subnet != sb.subnet:
-        raise SystemExit(f"[sandbox] {directory} already uses subnet {sb.subnet}; "
-                         "run 'down --purge' first to change it")
+    sb = load_for_up(directory, args)
     # Others may pass through (not list) the sandbox: the HA region's MariaDB runs as
     # `mysql` inside the node roots. What holds credentials stays owner-only.
     os.chmod(directory, 0o711)
@@ -315,10 +444,13 @@ def cmd_up(args) -> int:
     ensure_client_key(sb)
     # --nodes only ever adds nodes; without it an existing sandbox keeps its count.
     count = max(args.nodes or (0 if sb.nodes else 4), len(sb.nodes))
-    sb.nodes = [ensure_node(sb, i) for i in range(1, count + 1)]
-    for node in sb.nodes:
-        start_node(sb, node)
-    log(f"{len(sb.nodes)} SSH nodes up on {sb.subnet}.1-{len(sb.nodes)}:{SSH_PORT}")
+    if sb.kind == "machines":
+        up_machines(sb, count)
+    else:
+        sb.nodes = [ensure_node(sb, i) for i in range(1, count + 1)]
+        for node in sb.nodes:
+            start_node(sb, node)
+        log(f"{len(sb.nodes)} SSH nodes up on {sb.subnet}.1-{len(sb.nodes)}:{SSH_PORT}")
     ensure_keystone(sb)
     sb.save()
     log(f"sandbox ready in {time.time() - start:.1f}s ({sb.dir})")
@@ -335,30 +467,82 @@ def load_or_exit(args) -> Sandbox:
 
 def cmd_status(args) -> int:
     sb = load_or_exit(args)
-    ok = True
-    for node in sb.nodes:
-        alive = bool(pid_alive(node_dir(sb, node.name) / "sshd.pid")) and port_open(node.address, node.port)
-        ok &= alive
-        print(f"{node.name:8} ssh {node.address}:{node.port:<5} {'up' if alive else 'DOWN'}")
-    ks = keystone_answers(sb)
+    if sb.kind == "machines":
+        ok = status_machines(sb)
+    else:
+        ok = True
+        for node in sb.nodes:
+            alive = bool(pid_alive(node_dir(sb, node.name) / "sshd.pid")) and port_open(node.address, node.port)
+            ok &= alive
+            print(f"{node.name:8} ssh {node.address}:{node.port:<5} {'up' if alive else 'DOWN'}")
+    ks = bool(sb.keystone_url) and keystone_answers(sb)
     ok &= ks
-    print(f"keystone {sb.keystone_url:24} {'up' if ks else 'DOWN'}")
+    print(f"keystone {sb.keystone_url or '(not started)':24} {'up' if ks else 'DOWN'}")
     return 0 if ok else 1
+
+
+def sudo_user_name(sb: Sandbox) -> str:
+    return "omr-" + "-".join(sb.subnet.split(".")[1:])  # one per sandbox subnet, e.g. omr-0-78
+
+
+def cmd_sudo_user(args) -> int:
+    """A host user that logs in to every node with the sandbox key (the nodes share
+    the host's users) and may run anything through `sudo -n`, as a deploy user on real
+    nodes would: stacks with `sshUser: <it>` run every command through sudo."""
+    sb = load_or_exit(args)
+    name = sudo_user_name(sb)
+    if subprocess.run(["id", "-u", name], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh", name],
+                       check=True)
+    # '*' (no password, not locked): sshd refuses key logins of locked accounts without PAM.
+    subprocess.run(["usermod", "-p", "*", name], check=True)
+    # sshd reads a user's keys as that user: the sandbox key, in a file of the user's own.
+    users = sb.path / "ssh-users"
+    users.mkdir(exist_ok=True)
+    os.chmod(users, 0o711)
+    keys = users / name
+    shutil.copy(sb.path / "ssh" / "id_ed25519.pub", keys)
+    shutil.chown(keys, user=name)
+    os.chmod(keys, 0o600)
+    rule = Path("/etc/sudoers.d") / name
+    tmp = rule.with_name(f".{name}.tmp")
+    tmp.write_text(f"{name} ALL=(ALL) NOPASSWD: ALL\n")
+    os.chmod(tmp, 0o440)
+    subprocess.run(["visudo", "-c", "-q", "-f", str(tmp)], check=True)
+    tmp.replace(rule)
+    sb.sudo_user = name
+    sb.save()
+    print(name)
+    return 0
+
+
+def remove_sudo_user(sb: Sandbox) -> None:
+    if not sb.sudo_user:
+        return
+    Path("/etc/sudoers.d", sb.sudo_user).unlink(missing_ok=True)
+    subprocess.run(["userdel", sb.sudo_user], capture_output=True)
+    log(f"removed user {sb.sudo_user}")
 
 
 def cmd_down(args) -> int:
     directory = default_dir() if args.dir is None else Path(args.dir).resolve()
     sb = Sandbox.load(directory)
+    start = time.time()
     if sb is not None:
         stop_pid(sb.path / "keystone" / "gunicorn.pid")
-        for node in sb.nodes:
-            stop_pid(node_dir(sb, node.name) / "sshd.pid")
-        # Services the deployed program started on the nodes stop with the sandbox.
-        for pidfile in sb.path.glob("nodes/*/root/**/*.pid"):
-            stop_pid(pidfile)
-        log("stopped")
+        if sb.kind == "machines":
+            down_machines(sb)  # the services on the nodes stop with them
+        else:
+            for node in sb.nodes:
+                stop_pid(node_dir(sb, node.name) / "sshd.pid")
+            # Services the deployed program started on the nodes stop with the sandbox.
+            for pidfile in sb.path.glob("nodes/*/root/**/*.pid"):
+                stop_pid(pidfile)
+        log(f"stopped in {time.time() - start:.1f}s")
     if args.purge and directory.exists():
-        shutil.rmtree(directory)
+        if sb is not None:
+            remove_sudo_user(sb)
+        testbed.remove_tree(directory)  # never through a mount left inside
         log(f"removed {directory}")
     return 0
 
@@ -399,15 +583,28 @@ def stack_config(sb: Sandbox, stack: str) -> dict:
     ns = "openstack-multiregion"
     nodes = [{"name": m, "address": by_name[m].address, "sshPort": by_name[m].port, "hostKey": by_name[m].host_key,
               "roles": ["controller"] if i == 0 else ["compute"]} for i, m in enumerate(names)]
-    return {
+    config = {
         f"{ns}:region": "RegionOne" if n == 1 else f"Region{NUMBERS[n - 1].capitalize() if n <= 10 else n}",
         f"{ns}:keystone": {"node": names[0]} if n == 1 else {"stack": "region-one"},
         f"{ns}:services": REGION_SERVICES,
         f"{ns}:nodes": nodes,
+    }
+    if sb.kind == "machines":  # real machines: services under their own systemd
+        # No guests in containers (nova's fake driver) and no openvswitch kernel module
+        # on this host (Open vSwitch's userspace datapath).
+        return {**config, f"{ns}:serviceManager": "systemd", f"{ns}:compute": {"driver": "fake"},
+                f"{ns}:network": {"datapath": "netdev"}}
+    return {
+        **config,
         f"{ns}:nodeRoot": sb.node_root_template,
         f"{ns}:serviceManager": "none",
         f"{ns}:virtualenv": sys.prefix,
     }
+
+
+# Keys that say how services run on the nodes; stack_config sets those its kind uses.
+NODE_LAYOUT_KEYS = tuple(f"openstack-multiregion:{k}" for k in ("nodeRoot", "serviceManager", "virtualenv",
+                                                                  "compute", "network"))
 
 
 PROGRAM_FILES = ("Pulumi.yaml", "__main__.py", "components", "templates", "venv")
@@ -437,10 +634,11 @@ def cmd_stack_config(args) -> int:
     subprocess.run(pulumi + ["stack", "select", "--create", args.stack], env=env, check=True, capture_output=True)
     target = project / f"Pulumi.{args.stack}.yaml"
     document = yaml.safe_load(target.read_text()) if target.exists() else {}
-    config = dict((document or {}).get("config", {}))
+    config = {k: v for k, v in (document or {}).get("config", {}).items() if k not in NODE_LAYOUT_KEYS}
     config.update(stack_config(sb, args.stack))
     target.write_text(yaml.safe_dump(dict(document or {}, config=config), sort_keys=True))
-    secrets_wanted = {"sshPrivateKey": sb.private_key_file.read_text(), "servicePassword": secrets.token_urlsafe(24)}
+    # Every other secret (service users, databases, RabbitMQ) is made by the program.
+    secrets_wanted = {"sshPrivateKey": sb.private_key_file.read_text()}
     if region_index(args.stack) == 1:
         secrets_wanted["adminPassword"] = secrets.token_urlsafe(24)
     for key, value in secrets_wanted.items():
@@ -457,22 +655,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", help="sandbox directory (default: $OMR_SANDBOX or .sandbox)")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up")
+    up.add_argument("--kind", choices=KINDS, default=None,
+                    help="a new sandbox's nodes: machines (default; nspawn containers on a bridge) or "
+                         "loopback (sshd processes on 127.x); an existing sandbox keeps its kind")
     up.add_argument("--nodes", type=int, default=None, help="how many nodes at least (default: 4 for a new sandbox)")
-    up.add_argument("--subnet", default=None, help="first three octets inside 127.0.0.0/8")
+    up.add_argument("--subnet", default=None,
+                    help="first three octets: inside 198.18.0.0/15 for machines (default 198.18.1), "
+                         "127.0.0.0/8 for loopback (default 127.0.1)")
     sub.add_parser("status")
     down = sub.add_parser("down")
     down.add_argument("--purge", action="store_true", help="also delete the sandbox directory")
     sub.add_parser("env")
+    sub.add_parser("sudo-user")
     sc = sub.add_parser("stack-config")
     sc.add_argument("stack", help="region-one, region-two, ...")
     args = p.parse_args(argv)
-    if args.cmd == "up":
-        args.subnet_given = args.subnet is not None
-        args.subnet = args.subnet or "127.0.1"
-        octets = args.subnet.split(".")
-        if len(octets) != 3 or octets[0] != "127" or not all(o.isdigit() and int(o) < 256 for o in octets):
-            raise SystemExit(f"[sandbox] --subnet {args.subnet!r}: expected three octets inside 127.0.0.0/8, e.g. 127.0.1")
-    return {"up": cmd_up, "status": cmd_status, "down": cmd_down, "env": cmd_env, "stack-config": cmd_stack_config}[args.cmd](args)
+    commands = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "env": cmd_env, "stack-config": cmd_stack_config,
+                "sudo-user": cmd_sudo_user}
+    try:
+        return commands[args.cmd](args)
+    except testbed.TestbedError as err:
+        raise SystemExit(f"[sandbox] {err}") from None
 
 
 if __name__ == "__main__":

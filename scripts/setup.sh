@@ -21,7 +21,14 @@ command -v mariadbd >/dev/null || need_apt+=(mariadb-server)
 [ -f /usr/lib/galera/libgalera_smm.so ] || need_apt+=(galera-4)
 command -v rsync >/dev/null || need_apt+=(rsync)
 command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
+command -v sudo >/dev/null || need_apt+=(sudo)  # a sandbox user that deploys through sudo (sshUser)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# The machines sandbox (scripts/testbed.py): nodes are systemd-nspawn containers from a
+# debootstrap'd Debian 12, on a bridge (ip), with apt-cacher-ng as their package proxy.
+command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)
+command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+[ -x /usr/sbin/apt-cacher-ng ] || need_apt+=(apt-cacher-ng)
+command -v ip >/dev/null || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing system packages: ${need_apt[*]} (run: sudo apt-get install -y ${need_apt[*]})"; exit 1
@@ -32,6 +39,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   if [[ " ${need_apt[*]} " == *" mariadb-server "* ]]; then
     # The package may start a default server; the sandbox runs its own per node.
     { systemctl disable --now mariadb || /etc/init.d/mariadb stop; } >/dev/null 2>&1 || true
+  fi
+  if [[ " ${need_apt[*]} " == *" apt-cacher-ng "* ]]; then
+    # The package starts a proxy on every address; each sandbox runs its own on its bridge.
+    { systemctl disable --now apt-cacher-ng ||
+      { /etc/init.d/apt-cacher-ng stop; update-rc.d apt-cacher-ng disable; }; } >/dev/null 2>&1 || true
   fi
 fi
 
@@ -50,6 +62,17 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
 fi
 ln -sfn "$venv" "$here/venv"
 
+# --- tempest, the peer suite the tests run against a region, in its own environment -
+tempest_key=$(cat "$here/tests/tempest/requirements.lock" | sha256sum | cut -c1-16)
+tempest_venv="$cache_root/tempest-$tempest_key"
+if [ ! -f "$tempest_venv/.complete" ]; then
+  log "creating the tempest environment $tempest_venv ..."
+  rm -rf "$tempest_venv"
+  python3 -m venv "$tempest_venv"
+  "$tempest_venv/bin/pip" install -q -r "$here/tests/tempest/requirements.lock"
+  touch "$tempest_venv/.complete"
+fi
+
 # --- Pulumi CLI, language host and plugins ---------------------------------------
 bin_dir=$(bash "$here/scripts/toolchain.sh" | tail -n 1)
 mkdir -p "$cache_root/pulumi-home"
@@ -60,6 +83,7 @@ export PULUMI_PYTHON_CMD="$venv/bin/python"
 export PULUMI_HOME="$cache_root/pulumi-home"
 export PULUMI_SKIP_UPDATE_CHECK=true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+export OMR_TEMPEST="$tempest_venv/bin/tempest"
 ENV
 log "ready in $(( $(date +%s) - start ))s; environment: $cache_root/env.sh"
 echo "$cache_root/env.sh"

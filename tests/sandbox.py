@@ -12,6 +12,21 @@ from pulumi import automation as auto
 
 REPO = Path(__file__).resolve().parent.parent
 SANDBOX_SCRIPT = REPO / "scripts" / "sandbox.py"
+# The loopback /24 of the test sandbox; another one lets two test runs share a machine.
+SUBNET = os.environ.get("OMR_TEST_SUBNET", "127.0.77")
+# Passwords for every purpose, each made of every printable ASCII character, with
+# blanks and quotes at both ends, and a canary that must appear nowhere in clear.
+CANARY = "CaNaRy-5d1e"
+PRINTABLE = "".join(chr(c) for c in range(32, 127))
+PRINTABLE_PASSWORDS = {
+    # oslo.messaging cannot carry a '/' in RabbitMQ's password (the config refuses one).
+    purpose: f" '{CANARY}-{purpose}{PRINTABLE if purpose != 'rabbitmq' else PRINTABLE.replace('/', '')}\" "
+    for purpose in ("keystone-glance", "keystone-placement", "keystone-nova", "keystone-neutron", "keystone-cinder",
+                    "database-glance", "database-placement", "database-nova", "database-neutron", "database-cinder",
+                    "rabbitmq", "metadata-proxy")
+}
+# The /24 of the test bed's machines (inside 198.18.0.0/15, reserved for tests).
+MACHINES_SUBNET = os.environ.get("OMR_MACHINES_SUBNET", "198.18.78")
 
 
 @dataclass
@@ -40,7 +55,9 @@ class SandboxInfo:
         return "\n".join(p.read_text(errors="replace") for p in (self.dir / "state").rglob("*") if p.is_file())
 
     def node_file(self, node: str, path: str) -> Path:
-        return self.dir / "nodes" / node / "root" / path.lstrip("/")
+        """A file of a node as the host sees it (its file root, or its container's root)."""
+        root = next(n["root"] for n in self.nodes if n["name"] == node)
+        return Path(root) / path.lstrip("/")
 
     def openstack(self, *args: str, region: str | None = None, check: bool = True,
                   auth: dict | None = None) -> subprocess.CompletedProcess:
@@ -59,12 +76,35 @@ class SandboxInfo:
         return json.loads(self.openstack(*args, "-f", "json", region=region, auth=auth).stdout)
 
 
+    def conf_value(self, node: str, path: str, section: str, option: str) -> str:
+        """An option of an ini file on a node (e.g. a service user's generated password)."""
+        import configparser
+
+        conf = configparser.ConfigParser(interpolation=None, strict=False)
+        conf.read_string(self.node_file(node, path).read_text())
+        return conf.get(section, option)
+
+    def ssh(self, node: str, command: str, check: bool = True) -> str:
+        """Run a command as root on a node over SSH (its pinned host key); stdout."""
+        from components import remote
+
+        spec = next(n for n in self.nodes if n["name"] == node)
+        connection = {"node": node, "host": spec["address"], "port": spec["port"], "user": "root",
+                      "private_key": self.private_key, "host_key": spec["host_key"]}
+        try:
+            return remote.run(connection, command)[0]
+        except remote.RemoteError:
+            if check:
+                raise
+            return ""
+
+
 def sandbox_cmd(directory: Path, *args: str) -> None:
     subprocess.run([sys.executable, str(SANDBOX_SCRIPT), "--dir", str(directory), *args], check=True)
 
 
-def start_sandbox(directory: Path, subnet: str, nodes: int) -> SandboxInfo:
-    sandbox_cmd(directory, "up", "--subnet", subnet, "--nodes", str(nodes))
+def start_sandbox(directory: Path, subnet: str, nodes: int, kind: str = "loopback") -> SandboxInfo:
+    sandbox_cmd(directory, "up", "--kind", kind, "--subnet", subnet, "--nodes", str(nodes))
     return SandboxInfo(directory, json.loads((directory / "sandbox.json").read_text()))
 
 
@@ -115,8 +155,9 @@ class PulumiCli:
                                  f"{result.stderr[-4000:]}")
         return result
 
-    def up(self, stack: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-        return self.run("up", "--yes", "--skip-preview", "--suppress-permalink", *extra, stack=stack, check=check)
+    def up(self, stack: str, *extra: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+        return self.run("up", "--yes", "--skip-preview", "--suppress-permalink", *extra, stack=stack, check=check,
+                        timeout=timeout)
 
     def preview_steps(self, stack: str, *extra: str) -> list[dict]:
         """The engine's planned steps (op, urn, type) for a preview, from its JSON output."""
@@ -149,6 +190,52 @@ class PulumiCli:
                            capture_output=True)
         return path
 
+    def set_secret(self, stack: str, key: str, value: str) -> None:
+        """`pulumi config set --secret`, the value through stdin."""
+        subprocess.run(["pulumi", "--cwd", str(self.project), "config", "set", "--secret", "--stack", stack,
+                        f"openstack-multiregion:{key}"], input=value, text=True, env=self.env, check=True,
+                       capture_output=True)
+
+    def urn(self, stack: str, name: str) -> str:
+        """The URN of the stack's resource named `name` (for --replace / --target)."""
+        exported = json.loads(self.run("stack", "export", stack=stack).stdout)
+        urns = [r["urn"] for r in exported["deployment"]["resources"] if r["urn"].endswith(f"::{name}")]
+        assert len(urns) == 1, (name, urns)
+        return urns[0]
+
     def resource_count(self, stack: str) -> int:
         exported = json.loads(self.run("stack", "export", stack=stack).stdout)
         return len(exported.get("deployment", {}).get("resources") or [])
+
+
+class CommandLineSampler:
+    """Every process command line on this machine and on `nodes` (over SSH), sampled
+    while a `with` block runs."""
+
+    def __init__(self, sb: SandboxInfo, nodes=()):
+        import threading
+
+        self.sb, self.nodes, self.seen = sb, nodes, set()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._sample, args=(n,), daemon=True) for n in (None, *nodes)]
+
+    def _sample(self, node):
+        import time
+
+        while not self._stop.is_set():
+            if node is None:
+                out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            else:
+                out = self.sb.ssh(node, "ps -eo args", check=False)
+            self.seen.update(out.splitlines())
+            time.sleep(0.05 if node is None else 0.2)
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join()

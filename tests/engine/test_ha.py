@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+from tests.sandbox import SUBNET
+
 pytestmark = pytest.mark.engine
 
 NODES = ("node7", "node8", "node9")
@@ -16,7 +18,7 @@ def host_interface() -> str:
     """keepalived -t wants an existing non-loopback interface; it only checks the name."""
     names = sorted(p.name for p in __import__("pathlib").Path("/sys/class/net").iterdir() if p.name != "lo")
     return "eth0" if "eth0" in names else names[0]
-VIP = "127.0.77.100"
+VIP = f"{SUBNET}.100"
 
 
 def controllers(sandbox, names) -> list[dict]:
@@ -24,6 +26,7 @@ def controllers(sandbox, names) -> list[dict]:
     by_name = {n["name"]: n for n in sandbox.nodes}
     return [{"name": n, "address": by_name[n]["address"], "sshPort": by_name[n]["port"],
              "hostKey": by_name[n]["host_key"], "roles": ["controller"]} for n in names]
+GLANCE_DATABASE: dict[str, str] = {}  # the generated password, read from the node
 SECRETS = {"vrrpPassword": "vr7Pass", "haproxyStatsPassword": "stats-" + "q" * 16, "erlangCookie": "C" * 24}
 
 
@@ -53,27 +56,37 @@ def test_three_controllers_behind_a_vip(sandbox, cli, admin):
             assert f"bind {VIP}:9292" in haproxy.read_text() and f"bind {VIP}:8778" in haproxy.read_text()
             assert "admin:admin" not in haproxy.read_text()
             assert "gcomm://" + ",".join(sandbox.nodes[i]["address"] for i in (6, 7, 8)) in \
-                (root / "etc/my.cnf.d/galera.cnf").read_text()
+                (root / "etc/mysql/mariadb.conf.d/60-galera.cnf").read_text()
             if shutil.which("haproxy") or shutil.which("/usr/sbin/haproxy"):
                 check = subprocess.run(["/usr/sbin/haproxy", "-c", "-f", str(haproxy)], capture_output=True, text=True)
                 assert check.returncode == 0, check.stdout + check.stderr
         assert states == {"node7": "MASTER", "node8": "BACKUP", "node9": "BACKUP"}
         assert cli.preview_steps("region-ha") == []
+        GLANCE_DATABASE["password"] = glance_database_password(sandbox)
         assert_galera_cluster_serves_the_region_through_failover(sandbox, admin)
         assert_router_id_77_is_refused_to_another_region(sandbox, cli, admin)
     finally:
         cli.destroy("region-ha")
     # Destroy stopped what the region ran on its controllers.
-    leftovers = subprocess.run(["pgrep", "-af", "|".join(f"nodes/{n}/root" for n in NODES)],
+    leftovers = subprocess.run(["pgrep", "-af", "|".join(f"{sandbox.dir}/nodes/{n}/root/" for n in NODES)],
                                capture_output=True, text=True).stdout
     assert not [line for line in leftovers.splitlines() if "mariadbd" in line or "haproxy" in line], leftovers
+
+
+def glance_database_password(sandbox) -> str:
+    """The password the program made for the glance database user, as glance reads it."""
+    from urllib.parse import unquote, urlsplit
+
+    conf = (sandbox.dir / "nodes" / NODES[0] / "root/etc/glance/glance-api.conf").read_text()
+    url = re.search(r"^connection = (.+)$", conf, re.M).group(1)
+    return unquote(urlsplit(url).password)
 
 
 def galera_status(address: str) -> dict:
     """wsrep status of one node, read over TCP with the region's glance database user."""
     import pymysql
 
-    conn = pymysql.connect(host=address, user="glance", password=SECRETS["servicePassword"], database="glance",
+    conn = pymysql.connect(host=address, user="glance", password=GLANCE_DATABASE["password"], database="glance",
                            connect_timeout=5)
     try:
         with conn.cursor() as cur:
@@ -129,20 +142,20 @@ def assert_router_id_77_is_refused_to_another_region(sandbox, cli, admin):
                              project_name="admin", user_domain_name="Default", project_domain_name="Default")
     shown = conn.identity.get("/regions/RegionHa").json()["region"]
     assert shown["vrrp_router_ids"] == [{"instance": "api", "vip": VIP, "virtual_router_id": 77,
-                                        "subnet": "127.0.77.0/24"}]
+                                        "subnet": f"{SUBNET}.0/24"}]
     clash_nodes = ("node5", "node6")
     clash = {
         "region": "RegionClash", "keystone": {"stack": "region-one"}, "services": ["image"],
         "nodes": controllers(sandbox, clash_nodes),
         "nodeRoot": str(sandbox.dir / "nodes" / "{node}" / "root"), "serviceManager": "none",
         "virtualenv": __import__("sys").prefix,
-        "ha": {"vip": "127.0.77.101", "virtualRouterId": 77, "interface": host_interface(),
+        "ha": {"vip": f"{SUBNET}.101", "virtualRouterId": 77, "interface": host_interface(),
                "allowSmallGalera": True},
     }
     cli.write_stack("region-clash", clash, SECRETS)
     try:
         expected = ("config openstack-multiregion:ha.virtualRouterId = 77: expected a VRRP router id that no other "
-                    "region uses on 127.0.77.0/24; region RegionHa uses 77 there")
+                    f"region uses on {SUBNET}.0/24; region RegionHa uses 77 there")
         for attempt in (cli.run("preview", stack="region-clash", check=False), cli.up("region-clash", check=False)):
             text = attempt.stdout + attempt.stderr
             assert attempt.returncode != 0 and expected in text, text[-2000:]
@@ -160,7 +173,7 @@ def assert_router_id_77_is_refused_to_another_region(sandbox, cli, admin):
         cli.run("stack", "rm", "--yes", "--force", stack="region-clash", check=False)
 
 
-KEYSTONE_VIP = "127.0.77.110"
+KEYSTONE_VIP = f"{SUBNET}.110"
 
 
 def test_keystone_on_three_controllers_behind_a_vip(sandbox, cli):
@@ -220,6 +233,6 @@ def test_keystone_on_three_controllers_behind_a_vip(sandbox, cli):
         assert issued, "no token through the VIP after node7's Keystone stopped"
     finally:
         cli.destroy("keystone-ha")
-    leftovers = subprocess.run(["pgrep", "-af", "|".join(f"nodes/{n}/root" for n in NODES)],
+    leftovers = subprocess.run(["pgrep", "-af", "|".join(f"{sandbox.dir}/nodes/{n}/root/" for n in NODES)],
                                capture_output=True, text=True).stdout
     assert not leftovers.strip(), leftovers

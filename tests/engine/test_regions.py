@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+
+from tests.sandbox import SUBNET
 import yaml
 
 
@@ -55,7 +57,7 @@ def test_address_change_touches_only_region_two_endpoints(cli):
     path = cli.config_file("region-two")
     original = path.read_text()
     doc = yaml.safe_load(original)
-    doc["config"]["openstack-multiregion:endpointAddress"] = "127.0.77.99"
+    doc["config"]["openstack-multiregion:endpointAddress"] = f"{SUBNET}.99"
     path.write_text(yaml.safe_dump(doc))
     try:
         steps = cli.preview_steps("region-two")

@@ -285,7 +285,7 @@ def test_vrrp_script_tracks_haproxy_with_a_weight_that_moves_the_vip(spec):
     for c in CONTROLLERS:
         top = keepalived_blocks(files_of(spec, c)[ha.KEEPALIVED_CONF])
         script = block(top, "vrrp_script check_haproxy")
-        assert value(script, "script") == '"pidof haproxy"'
+        assert value(script, "script") == '"/usr/bin/killall -0 haproxy"'
         weight = int(value(script, "weight"))
         priorities = [ha.priority(spec, other) for other in CONTROLLERS]
         # Every node whose haproxy runs outranks every node whose haproxy is down
@@ -324,7 +324,7 @@ def test_galera_node_settings_of_seed_002(spec):
         assert conf.get("mysqld", "default_storage_engine") == "InnoDB"
         assert conf.get("mysqld", "innodb_autoinc_lock_mode") == "2"
         assert conf.get("galera", "wsrep_on") == "ON"
-        assert conf.get("galera", "wsrep_provider") == "/usr/lib64/galera/libgalera_smm.so"
+        assert conf.get("galera", "wsrep_provider") == "/usr/lib/galera/libgalera_smm.so"
         assert conf.get("galera", "wsrep_cluster_address") == '"gcomm://172.16.181.31,172.16.181.32,172.16.181.33"'
         assert conf.get("galera", "wsrep_cluster_name") == '"RegionOne"'
         assert conf.get("galera", "wsrep_node_name") == f'"{c.name}"'

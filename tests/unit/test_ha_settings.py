@@ -98,7 +98,7 @@ def test_ha_admin_region_puts_keystone_behind_the_vip():
     assert identity == {"http://172.16.181.30:5000/v3/"}
     bootstrap = [c for c in rec.of_type("remote:Command") if c.name.endswith("keystone-bootstrap")][0]
     assert "--bootstrap-public-url http://172.16.181.30:5000/v3/" in bootstrap.inputs["create"]
-    unit = [c for c in rec.of_type("remote:Command") if c.name.endswith("unit-apache2")][0]
+    unit = [c for c in rec.of_type("remote:Command") if c.name.endswith("unit-keystone")][0]
     assert "http://172.16.181.31:5000/v3/" in unit.inputs["create"]  # readiness on the node itself
 
 
@@ -162,13 +162,18 @@ def test_the_galera_provider_path_is_configurable_and_checked():
 
 
 def test_the_region_databases_are_created_from_sql_on_stdin_with_the_password_quoted():
-    from components.ha_cluster import database_sql
+    from components.ha_cluster import region_database_sql
 
     s = parse(ha_config())
-    sql = database_sql(s, "it's\\secret")
-    assert "CREATE DATABASE IF NOT EXISTS glance;" in sql and "CREATE DATABASE IF NOT EXISTS nova_cell0;" in sql
-    assert "GRANT ALL PRIVILEGES ON nova_api.* TO 'nova'@'%';" in sql
-    assert "IDENTIFIED BY 'it\\'s\\\\secret';" in sql
+    passwords = {"glance": "it's\\secret", "nova": "nova-pw", "placement": "p", "neutron": "n", "cinder": "c",
+                 "keystone": "k"}
+    sql = region_database_sql(s, passwords)
+    assert "CREATE DATABASE IF NOT EXISTS `glance`;" in sql and "CREATE DATABASE IF NOT EXISTS `nova_cell0`;" in sql
+    # One user per service, with its own password, allowed in from the controllers only.
+    assert "GRANT ALL PRIVILEGES ON `nova_api`.* TO 'nova'@'172.16.181.31';" in sql
+    assert "'%'" not in sql
+    assert "CREATE USER IF NOT EXISTS 'glance'@'172.16.181.32' IDENTIFIED BY 'it\\'s\\\\secret';" in sql
+    assert "'nova'@'172.16.181.33' IDENTIFIED BY 'nova-pw';" in sql
 
 
 def test_galera_listens_on_the_node_address_only():
@@ -190,11 +195,11 @@ def test_ha_keystone_runs_on_every_controller_with_shared_keys_and_one_bootstrap
         "ha": {"vip": "172.16.181.30", "virtualRouterId": 51}, **HA_SECRETS,
     })
     commands = {c.name: c.inputs for c in rec.of_type("remote:Command")}
-    assert {n for n in commands if n.endswith("-unit-apache2")} == {f"admin-ctl{i}-unit-apache2" for i in (1, 2, 3)}
+    assert {n for n in commands if n.endswith("-unit-keystone")} == {f"admin-ctl{i}-unit-keystone" for i in (1, 2, 3)}
     # keystone.node bootstraps (after the HA cluster created the keystone database) ...
     assert [n for n in commands if n.endswith("keystone-bootstrap")] == ["admin-ctl2-keystone-bootstrap"]
     assert "fernet_setup" not in commands["admin-ctl2-keystone-db"]["create"]
-    assert "CREATE DATABASE IF NOT EXISTS keystone;" in commands["ha-ctl1-databases"]["stdin"]["value"]
+    assert "CREATE DATABASE IF NOT EXISTS `keystone`;" in commands["ha-ctl1-databases"]["stdin"]["value"]
     # ... and every node gets the same generated key repositories.
     for i in (1, 2, 3):
         assert commands[f"admin-ctl{i}-file-etc-keystone-fernet-keys-1"]["stdin"]["value"] == "key-1"

@@ -29,7 +29,11 @@ class Recorder(pulumi.runtime.Mocks):
                 "serviceIds": {t: f"id-{t}" for t in ("identity", "image", "network", "compute", "placement",
                                                       "volumev3")},
                 "serviceProjectId": "service-project-id",
+                "sharedServicePasswords": {s: f"shared-{s}" for s in ("glance", "nova", "neutron", "cinder",
+                                                                      "placement")},
             }}
+        if args.typ.endswith("secrets:GeneratedSecret"):  # what its provider's create returns
+            return f"{args.name}-id", {"length": args.inputs["length"], "value": f"generated-{args.name}"}
         if args.typ.endswith("keystone:KeyRepository"):  # what its provider's create returns
             return f"{args.name}-id", {"count": args.inputs["count"], "keys": [f"key-{i}" for i in range(2)]}
         return f"{args.name}-id", dict(args.inputs)
@@ -88,7 +92,9 @@ def test_service_region_registers_region_endpoints_and_users():
     users = sorted(u.inputs["user_name"] for u in rec.of_type("keystone:User"))
     assert users == ["cinder-RegionTwo", "glance-RegionTwo", "neutron-RegionTwo", "nova-RegionTwo",
                      "placement-RegionTwo"]
-    assert len(rec.of_type("keystone:RoleAssignment")) == 5
+    # admin and service on the `service` project (service tokens need the service role)
+    roles = Counter(r.inputs["role_name"] for r in rec.of_type("keystone:RoleAssignment"))
+    assert roles == {"admin": 5, "service": 5}
     # A service region never owns a shared service record.
     assert rec.of_type("keystone:Service") == []
 
@@ -118,8 +124,9 @@ def test_admin_region_owns_shared_records_and_keystone_node():
     projects = Counter(p.inputs["project_name"] for p in rec.of_type("keystone:Project"))
     assert projects == {"service": 1, "phong_ky_thuat": 2}
     commands = {c.name for c in rec.of_type("remote:Command")}
-    assert {"admin-ctl1-install", "admin-ctl1-keystone-db", "admin-ctl1-keystone-bootstrap",
-            "admin-ctl1-unit-apache2", "admin-ctl1-file-etc-keystone-keystone.conf"} <= commands
+    assert {"software-ctl1-packages", "software-ctl1-virtualenv", "admin-ctl1-keystone-db",
+            "admin-ctl1-keystone-bootstrap", "admin-ctl1-unit-keystone", "admin-ctl1-file-etc-keystone-keystone.conf",
+            "admin-ctl1-file-etc-systemd-system-keystone.service", "control-plane-ctl1-databases"} <= commands
     # The admin password reaches the node on stdin only, never inside a command string.
     bootstrap = [c for c in rec.of_type("remote:Command") if c.name.endswith("keystone-bootstrap")][0]
     assert bootstrap.inputs["stdin"]["value"] == "ADMIN-PW-4711"  # wrapped: a secret

@@ -83,11 +83,15 @@ BAD = [
     ("keystone missing", {"keystone": None}, "keystone"),
     ("keystone on an unknown node", {"keystone": json.dumps({"node": "nope"}), "adminPassword": "a"},
      "keystone.node"),
-    ("missing service password", {"servicePassword": None}, "servicePassword"),
     ("missing ssh key", {"sshPrivateKey": None}, "sshPrivateKey"),
     ("missing admin password when hosting Keystone", {"keystone": json.dumps({"node": "ctl"})}, "adminPassword"),
     ("malformed endpoint address", {"endpointAddress": "not an address!"}, "endpointAddress"),
     ("relative node root", {"nodeRoot": "srv/x"}, "nodeRoot"),
+    ("node root a shell would read", {"nodeRoot": "/srv/x;reboot"}, "nodeRoot"),
+    ("virtualenv with a space", {"virtualenv": "/opt/open stack"}, "virtualenv"),
+    ("virtualenv climbing out", {"virtualenv": "/opt/../etc"}, "virtualenv"),
+    ("IPv6 endpoint address", {"endpointAddress": "fd00::85"}, "endpointAddress"),
+    ("adminOpenrc not a boolean", {"adminOpenrc": "yes please"}, "adminOpenrc"),
     ("unknown service manager", {"serviceManager": "upstart"}, "serviceManager"),
     ("supervised without a virtualenv", {"serviceManager": "none"}, "serviceManager"),
     ("unknown service-user mode", {"serviceUsers": "global"}, "serviceUsers"),
@@ -118,3 +122,30 @@ def test_secret_values_never_appear_in_errors():
     with pytest.raises(ConfigError) as err:
         parse(valid(serviceManager="upstart", servicePassword="do-not-print-me"))
     assert "do-not-print-me" not in str(err.value)
+
+
+# --- secrets never printed, whatever the key ---------------------------------------
+
+CANARY = "canary-7f3a9c"
+
+
+@pytest.mark.parametrize("overrides,key", [
+    ({"adminPasword": CANARY}, "adminPasword"),  # a misspelt secret key
+    ({"passwords": json.dumps({"rabitmq": CANARY})}, "passwords.rabitmq"),
+    ({"passwords": json.dumps({"rabbitmq": ""})}, "passwords.rabbitmq"),
+    ({"passwords": CANARY}, "passwords"),
+    ({"passwords": json.dumps({"rabbitmq": CANARY + "/x"})}, "passwords.rabbitmq"),
+    ({"nodeRoot": CANARY + "/x;y"}, "nodeRoot"),
+])
+def test_no_config_error_shows_a_secret_value(overrides, key):
+    from components.settings import parse as parse_with
+
+    with pytest.raises(ConfigError) as err:
+        parse_with(valid(**overrides), secret_keys=frozenset({"nodeRoot"}))
+    assert err.value.key == key
+    assert CANARY not in str(err.value)
+
+
+def test_passwords_names_the_purposes_it_overrides():
+    s = parse(valid(passwords=json.dumps({"rabbitmq": "r", "database-nova": "d"})))
+    assert s.password_overrides == {"rabbitmq", "database-nova"}

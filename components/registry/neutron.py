@@ -1,0 +1,87 @@
+"""Neutron, the network service of a region, with ML2/OVN: the API and its workers
+and OVN's central databases on the controller; Open vSwitch and ovn-controller on
+every compute node, registered in OVN under the node's name (nova's host)."""
+from components.registry.context import NodeContext, RegionContext
+from components.registry.model import (CatalogEntry, ConfigFile, Database, Listen, Ready, ServiceDefinition, Step,
+                                       Unit, Wsgi)
+
+NEUTRON_CONF = "/etc/neutron/neutron.conf"
+ML2_CONF = "/etc/neutron/plugins/ml2/ml2_conf.ini"
+PORT = 9696
+OVN_NB_PORT, OVN_SB_PORT = 6641, 6642
+CONFIG_FILES = f"--config-file {NEUTRON_CONF} --config-file {ML2_CONF}"
+
+
+def neutron_conf(ctx: RegionContext, node: NodeContext) -> dict:
+    return {
+        "region": ctx.region,
+        "transport_url": ctx.transport_url,
+        "bind_host": node.address,
+        "database_connection": ctx.database_connections.get("neutron"),
+        "keystone_authtoken": ctx.authtoken("neutron"),
+        # Port events to this region's nova, inventories to its placement: as neutron.
+        "auth": ctx.keystoneauth("neutron"),
+        "lock_path": ctx.state_dir("/var/lib/neutron/tmp"),
+    }
+
+
+def ml2_conf(ctx: RegionContext, node: NodeContext) -> dict:
+    return {
+        "region": ctx.region,
+        "ovn_nb": f"tcp:{ctx.first_controller}:{OVN_NB_PORT}",
+        "ovn_sb": f"tcp:{ctx.first_controller}:{OVN_SB_PORT}",
+    }
+
+
+def neutron_worker(name: str, description: str) -> Unit:
+    return Unit(name, ("controller",), (NEUTRON_CONF, ML2_CONF), command=f"{{venv}}/bin/{name} {CONFIG_FILES}",
+                description=description, after=("ovn-northd.service",))
+
+
+SERVICE = ServiceDefinition(
+    name="neutron",
+    catalog=(CatalogEntry("network", "neutron", "OpenStack Networking", PORT),),
+    user="neutron",
+    databases=(Database("neutron", "neutron"),),
+    messaging=True,
+    files=(
+        ConfigFile(NEUTRON_CONF, "neutron/neutron.conf.j2", ("controller",), neutron_conf),
+        ConfigFile(ML2_CONF, "neutron/ml2_conf.ini.j2", ("controller",), ml2_conf),
+    ),
+    units=(
+        Unit("neutron-api", ("controller",), (NEUTRON_CONF, ML2_CONF), description="OpenStack Networking API",
+             wsgi=Wsgi("neutron.wsgi.api", PORT, "/etc/neutron",
+                       (("OS_NEUTRON_CONFIG_DIR", "{config_dir}"),),
+                       shipped_files=("api-paste.ini",)),
+             # The API's own workers count; without it: "The Neutron API workers count is zero".
+             environment=(("ASGI_WORKERS", "1"),), after=("ovn-northd.service",),
+             ready=Ready("api", "network", "/v2.0/networks")),
+        neutron_worker("neutron-periodic-workers", "OpenStack Networking periodic workers"),
+        neutron_worker("neutron-ovn-maintenance-worker", "OpenStack Networking OVN maintenance worker"),
+        # Debian's unit; it reads Open vSwitch's external_ids (setup below), no file of ours.
+        Unit("ovn-controller", ("compute",), (), packaged=True,
+             ready=Ready("network-agent", "network", binary="ovn-controller",
+                         credentials="/etc/nova/nova.conf")),
+    ),
+    listens=(Listen("neutron_api_cluster", PORT),),
+    haproxy_order=60,
+    # neutron-db-manage imports pyroute2, which the neutron wheel does not declare.
+    pip={"controller": ("neutron", "pyroute2")},
+    apt={"controller": ("ovn-central",), "compute": ("openvswitch-switch", "ovn-host")},
+    setup=(
+        Step("neutron-dirs", ("controller",),
+             "install -d -o neutron -g neutron -m 0750 /var/lib/neutron /var/lib/neutron/tmp"),
+        Step("ovn-central", ("controller",),
+             f"ovn-nbctl set-connection ptcp:{OVN_NB_PORT}:{{address}} -- set connection . inactivity_probe=60000 && "
+             f"ovn-sbctl set-connection ptcp:{OVN_SB_PORT}:{{address}} -- set connection . inactivity_probe=60000"),
+        # Debian's Open vSwitch scripts replace system-id with a random one at every start
+        # unless this file names it: OVN would then see a new chassis after a reboot.
+        Step("ovn-chassis", ("compute",),
+             "echo {host} > /etc/openvswitch/system-id.conf && "
+             "ovs-vsctl --no-wait set open_vswitch . external_ids:system-id={host} external_ids:hostname={host} "
+             f"external_ids:ovn-remote=tcp:{{controller}}:{OVN_SB_PORT} external_ids:ovn-encap-type=geneve "
+             "external_ids:ovn-encap-ip={address} external_ids:ovn-bridge=br-int "
+             "external_ids:ovn-bridge-datapath-type={ovs_datapath}"),
+    ),
+    db_sync=(f"{{venv}}/bin/neutron-db-manage {CONFIG_FILES} upgrade heads",),
+)

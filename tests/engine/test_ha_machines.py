@@ -1,0 +1,104 @@
+"""An HA region from bare machines (seeds 001/002): three controllers behind a VIP that
+keepalived really moves (VRRP on the test bed's bridge), MariaDB Galera and RabbitMQ
+clustered across them, HAProxy in front of every API, the OpenStack services on all
+three, and a compute node. The same install path as a region without `ha`."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+
+pytestmark = pytest.mark.engine
+
+CONTROLLERS, COMPUTE = ("node5", "node6", "node7"), "node8"
+REGION, STACK = "RegionHa", "region-ha"
+SECRETS = {"vrrpPassword": "vr7Pass", "haproxyStatsPassword": "stats-" + "q" * 16, "erlangCookie": "C" * 24}
+
+
+def node_entries(machines) -> list[dict]:
+    by_name = {n["name"]: n for n in machines.nodes}
+    return [{"name": name, "address": by_name[name]["address"], "hostKey": by_name[name]["host_key"],
+             "roles": ["compute"] if name == COMPUTE else ["controller"]} for name in (*CONTROLLERS, COMPUTE)]
+
+
+def vip(machines) -> str:
+    """An unused address of the test bed's subnet (nodes are .11 and up)."""
+    return f"{machines.data['subnet']}.100"
+
+
+def vip_holders(machines) -> list[str]:
+    return [n for n in CONTROLLERS if f" {vip(machines)}/" in machines.ssh(n, "ip -4 -o addr show dev host0")]
+
+
+def wait_for(what, check, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(2)
+    raise AssertionError(f"{what} within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def ha_region(machines, machine_cli):
+    config = {
+        "region": REGION, "keystone": {"stack": "region-one"},
+        "services": ["image", "network", "compute", "placement", "volumev3"],
+        "nodes": node_entries(machines), "serviceManager": "systemd",
+        "compute": {"driver": "fake"}, "network": {"datapath": "netdev"},
+        "ha": {"vip": vip(machines), "virtualRouterId": 51, "interface": "host0"},
+    }
+    machine_cli.write_stack(STACK, config, {**SECRETS, "sshPrivateKey": machines.private_key})
+    machine_cli.up(STACK, timeout=2400)
+    yield machine_cli
+    machine_cli.destroy(STACK, check=False)
+
+
+def test_the_cluster_runs_across_the_three_controllers(machines, ha_region):
+    assert vip_holders(machines) == ["node5"]  # MASTER: the first controller (seed 001)
+    for node in CONTROLLERS:
+        galera = machines.ssh(node, "mysql -N -B -e \"SHOW STATUS WHERE Variable_name IN "
+                                    "('wsrep_cluster_size', 'wsrep_local_state_comment')\"")
+        assert dict(line.split("\t") for line in galera.splitlines()) == {
+            "wsrep_cluster_size": "3", "wsrep_local_state_comment": "Synced"}, (node, galera)
+    running = machines.ssh("node6", "rabbitmqctl -q cluster_status --formatter json")
+    assert sorted(re.findall(r"rabbit@node\d", running.split('"running_nodes"')[1].split("]")[0])) == \
+        [f"rabbit@{n}" for n in CONTROLLERS]
+    for node in CONTROLLERS:  # every controller runs the region's services
+        states = machines.ssh(node, "systemctl is-active nova-api nova-conductor glance-api placement-api "
+                                    "neutron-api haproxy keepalived memcached").split()
+        assert set(states) == {"active"}, (node, states)
+
+
+def test_the_region_boots_a_server_through_the_vip(machines, machine_admin, ha_region, tmp_path):
+    from tests.engine.test_bare_machines import allocation, boot_server, cli_json, provider_names
+
+    endpoints = [e for e in cli_json(machines, machine_admin, None, "endpoint", "list") if e["Region"] == REGION]
+    assert endpoints and all(e["URL"].startswith(f"http://{vip(machines)}:") for e in endpoints
+                             if e["Service Type"] != "identity")
+    services = {(s["Binary"], s["Host"]): s["State"]
+                for s in cli_json(machines, machine_admin, REGION, "compute", "service", "list")}
+    assert services == {**{(b, n): "up" for b in ("nova-conductor", "nova-scheduler") for n in CONTROLLERS},
+                        ("nova-compute", COMPUTE): "up"}, services
+    server = boot_server(machines, machine_admin, REGION, tmp_path)["server"]
+    assert server["OS-EXT-SRV-ATTR:host"] == COMPUTE
+    mine = allocation(machines, machine_admin, REGION, server["id"])
+    assert [provider_names(machines, machine_admin, REGION).get(rp) for rp in mine] == [COMPUTE]
+
+
+def test_the_vip_moves_when_the_master_loses_haproxy(machines, machine_admin, ha_region):
+    """keepalived's check on haproxy (seed 001): the VIP goes to a BACKUP, the APIs keep
+    answering there; with haproxy back the first controller takes the VIP again."""
+    machines.ssh("node5", "systemctl stop haproxy")
+    try:
+        holder = wait_for("the VIP on another controller", lambda: [n for n in vip_holders(machines)
+                                                                      if n != "node5"])
+        assert holder == ["node6"], holder  # the next priority
+        images = machines.openstack("image", "list", region=REGION, auth=machine_admin)
+        assert images.returncode == 0
+    finally:
+        machines.ssh("node5", "systemctl start haproxy")
+    wait_for("the VIP back on node5", lambda: vip_holders(machines) == ["node5"])
