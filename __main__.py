@@ -13,8 +13,9 @@ from components.identity import KeystoneInUseGuard, Ownership, set_ownership, st
 from components.node_software import NodeSoftware, NodeSoftwareArgs
 from components.region_nodes import RegionNodes, RegionNodesArgs
 from components.region_secrets import RegionSecrets, RegionSecretsArgs
+from components.region_tls import RegionTls, RegionTlsArgs
 from components.service_region import ServiceRegion, ServiceRegionArgs
-from components.settings import NAMESPACE, engine_secret_keys, parse, raw_stack_config, secret
+from components.settings import NAMESPACE, ConfigError, engine_secret_keys, parse, raw_stack_config, secret
 
 settings = parse(raw_stack_config(), engine_secret_keys())  # raises a one-line ConfigError before any resource
 # Every Keystone record this stack creates is tagged with its name; see components/identity.py.
@@ -34,12 +35,21 @@ def infrastructure(secrets: RegionSecrets, after: list) -> HaCluster | ControlPl
     if settings.ha:
         return HaCluster("ha", HaClusterArgs(settings=settings, database_passwords=secrets.database_passwords,
                                              rabbitmq_password=secrets.rabbitmq_password, ssh_private_key=ssh_key,
-                                             depends_on=after + installed))
+                                             tls=tls, depends_on=after + installed + tls_ready))
     if settings.service_manager == "systemd" and settings.controllers:
         return ControlPlane("control-plane", ControlPlaneArgs(
             settings=settings, database_passwords=secrets.database_passwords,
-            rabbitmq_password=secrets.rabbitmq_password, ssh_private_key=ssh_key, depends_on=after + installed))
+            rabbitmq_password=secrets.rabbitmq_password, ssh_private_key=ssh_key, tls=tls,
+            depends_on=after + installed + tls_ready))
     return None
+
+
+def node_tls(keystone_ca=None, keystone_ca_key=None) -> RegionTls | None:
+    """The nodes' CA and certificates, on real nodes unless plainHttp."""
+    if not (settings.tls and software):
+        return None
+    return RegionTls("tls", RegionTlsArgs(settings=settings, ssh_private_key=ssh_key, keystone_ca=keystone_ca,
+                                          keystone_ca_key=keystone_ca_key, depends_on=installed))
 
 
 # Real nodes get their software first: packages and the OpenStack virtualenv.
@@ -48,11 +58,21 @@ software = NodeSoftware("software", NodeSoftwareArgs(settings=settings, ssh_priv
 installed = software.all_ready if software else []
 
 
+def keystone_stack_signs_nothing() -> str:
+    if settings.tls_given:
+        return ""  # not needed: this stack brings its own certificate
+    raise ConfigError("tlsCertificate", "(unset)", f"a certificate of your own (tlsCa, tlsCertificate, tlsPrivateKey): "
+                                                   f"the Keystone stack {settings.keystone.stack} makes no CA to sign "
+                                                   f"this stack's certificates with")
+
+
 def stack_reference_name(name: str) -> str:
     return name if "/" in name else f"{pulumi.get_organization()}/{pulumi.get_project()}/{name}"
 
 
 if settings.hosts_keystone:
+    tls = node_tls()
+    tls_ready = tls.all_ready if tls else []
     secrets = RegionSecrets("secrets", RegionSecretsArgs(
         settings=settings, service_password_override=service_password_override, all_service_users=shared_users))
     # The Keystone stack's databases come first: its Keystone keeps its data there.
@@ -61,8 +81,8 @@ if settings.hosts_keystone:
     admin = AdminRegion("admin", AdminRegionArgs(
         settings=settings, admin_password=admin_password,
         database_password=secrets.database_passwords.apply(lambda p: p.get("keystone", "")),
-        service_passwords=secrets.service_passwords, ssh_private_key=ssh_key,
-        depends_on=cluster.ready if cluster else installed))
+        service_passwords=secrets.service_passwords, ssh_private_key=ssh_key, tls=tls,
+        depends_on=cluster.ready if cluster else installed + tls_ready))
     keystone_url, auth = pulumi.Output.from_input(admin.keystone_url), admin.auth
     service_ids, service_project_id = admin.service_ids, admin.service_project_id
     depends_on = admin.keystone_ready
@@ -71,6 +91,12 @@ if settings.hosts_keystone:
     pulumi.export("serviceIds", service_ids)
     pulumi.export("serviceProjectId", service_project_id)
     pulumi.export("serviceUsers", settings.service_users)
+    if tls:
+        # Region stacks trust this CA and, unless they bring their own certificates,
+        # sign their controllers' with it.
+        pulumi.export("tlsCa", tls.ca_cert)
+        if tls.ca_key is not None:
+            pulumi.export("tlsCaKey", pulumi.Output.secret(tls.ca_key))
     if shared_users:
         pulumi.export("sharedServicePasswords", secrets.service_passwords)
 else:
@@ -81,6 +107,10 @@ else:
     service_ids = ref.require_output("serviceIds")
     service_project_id = ref.require_output("serviceProjectId")
     depends_on = []
+    tls = node_tls(ref.get_output("tlsCa").apply(lambda ca: ca or ""),
+                   pulumi.Output.secret(ref.get_output("tlsCaKey")).apply(
+                       lambda key: key or keystone_stack_signs_nothing()))
+    tls_ready = tls.all_ready if tls else []
     secrets = RegionSecrets("secrets", RegionSecretsArgs(
         settings=settings, service_password_override=service_password_override,
         shared_service_passwords=ref.require_output("sharedServicePasswords") if shared_users else None))
@@ -101,15 +131,15 @@ if settings.nodes and settings.services:
     # keystonemiddleware looks up this region's identity endpoint.
     nodes = RegionNodes("nodes", RegionNodesArgs(
         settings=settings, keystone_url=keystone_url, secrets=secrets, ssh_private_key=ssh_key,
-        admin_password=admin_password if settings.admin_openrc else None,
-        depends_on=[region, *installed, *cluster_ready]))
+        admin_password=admin_password if settings.admin_openrc else None, tls=tls,
+        depends_on=[region, *installed, *cluster_ready, *tls_ready]))
 
 if settings.hosts_keystone:
     # Depends on everything else in the stack, so `pulumi destroy` deletes it first
     # and stops there while other regions still use this Keystone.
     KeystoneInUseGuard("keystone-in-use-guard", auth=auth, region_id=settings.region,
-                       opts=pulumi.ResourceOptions(depends_on=[r for r in (software, cluster, admin, region, nodes)
-                                                               if r]))
+                       opts=pulumi.ResourceOptions(depends_on=[r for r in (software, tls, cluster, admin, region,
+                                                                           nodes) if r]))
 
 pulumi.export("region", settings.region)
 pulumi.export("keystoneUrl", keystone_url)

@@ -371,7 +371,7 @@ def fan_out_config(bench: Bench, region: str, node_names: list[str]) -> dict:
                       "hostKey": node["host_key"], "roles": ["controller"] if i == 0 else ["compute"]})
     return {"region": region, "keystone": {"stack": KEYSTONE_STACK}, "services": FAN_OUT_SERVICES,
             "nodes": nodes, "nodeRoot": str(bench.dir / "nodes" / "{node}" / "root"),
-            "serviceManager": "none", "virtualenv": sys.prefix}
+            "serviceManager": "none", "plainHttp": True, "virtualenv": sys.prefix}
 
 
 def bench_fan_out(bench: Bench) -> dict:

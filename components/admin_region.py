@@ -21,9 +21,11 @@ from components.node import Node, NodeArgs, NodeFile, NodeStep, NodeUnit, on_nod
 from components import registry
 from components.registry import keystone as keystone_service
 from components.service_configs import oslo_escaped, wsgi_entry
-from components.systemd_units import (Placeholders, ready_command, unit_file, unit_path, wsgi_entry_path,
+from components.systemd_units import (node_placeholders, ready_command, unit_file, unit_path, wsgi_entry_path,
                                       wsgi_module)
+from components.region_tls import RegionTls
 from components.settings import Settings
+from components.tls_paths import CA_FILE
 from components.templates import render
 
 KEYSTONE_PIP = "keystone==30.0.0 gunicorn==27.0.1"
@@ -36,6 +38,7 @@ class AdminRegionArgs:
     database_password: Optional[pulumi.Input[str]]  # Keystone's database user (with ha)
     service_passwords: pulumi.Input[dict]  # with serviceUsers: shared, the users this stack owns
     ssh_private_key: pulumi.Input[str]
+    tls: Optional[RegionTls] = None  # Keystone over HTTPS (unless plainHttp)
     depends_on: Sequence[pulumi.Resource] = ()  # with ha: the region's HaCluster (Galera, HAProxy)
 
 
@@ -58,7 +61,7 @@ class AdminRegion(pulumi.ComponentResource):
         # Behind HAProxy (seed 003) the catalog and bootstrap URLs are the VIP's;
         # the node's own address is only used to see the server answer.
         front = s.ha.vip if s.ha else host.address
-        self.keystone_url = f"http://{front}:{s.keystone.port}/v3/"
+        self.keystone_url = f"{s.scheme}://{front}:{s.keystone.port}/v3/"
         if s.ha:
             self.keystone_nodes = self._ha_keystone_nodes(name, args)
         else:
@@ -68,6 +71,7 @@ class AdminRegion(pulumi.ComponentResource):
         self.auth = pulumi.Output.secret({
             "authUrl": self.keystone_url, "username": "admin", "password": args.admin_password,
             "projectName": "admin", "userDomainName": "Default", "projectDomainName": "Default",
+            **({"caCert": args.tls.bundle} if args.tls else {}),
         })
         after = pulumi.ResourceOptions(parent=self, depends_on=self.keystone_ready)
 
@@ -102,7 +106,8 @@ class AdminRegion(pulumi.ComponentResource):
             connection = f"sqlite:///{db}"
         else:
             connection = pulumi.Output.secret(args.database_password).apply(
-                lambda pw: database_url("keystone", "keystone", pw, s.controllers[0].address))
+                lambda pw: database_url("keystone", "keystone", pw, s.controllers[0].address,
+                                        CA_FILE if s.tls else ""))
         return self._keystone_on(name, args, spec, connection, key_files=None, bootstrap=True,
                                  after=list(args.depends_on))
 
@@ -145,7 +150,8 @@ class AdminRegion(pulumi.ComponentResource):
                 f"--bootstrap-service-name keystone --bootstrap-region-id {shlex.quote(s.region)} "
                 + " ".join(f"--bootstrap-{i}-url {self.keystone_url}" for i in ("admin", "internal", "public"))),
                 stdin=pulumi.Output.secret(args.admin_password)))
-        local_url = f"http://{spec.address}:{s.keystone.port}/v3/"
+        # Behind HAProxy Keystone answers plain HTTP on the node; HAProxy ends TLS.
+        local_url = f"{'http' if s.ha else s.scheme}://{spec.address}:{s.keystone.port}/v3/"
         if supervised:
             install = (f"[ -x {s.virtualenv}/bin/keystone-manage ] || {{ python3 -m venv {s.virtualenv} && "
                        f"{s.virtualenv}/bin/pip install -q {KEYSTONE_PIP}; }}")
@@ -160,10 +166,12 @@ class AdminRegion(pulumi.ComponentResource):
             unit = NodeUnit("keystone", files=[f.path for f in files], start=start, ready_url=local_url)
         else:
             install = None  # NodeSoftware installed it
-            at = Placeholders(s.virtualenv, spec.address, spec.name, s.controllers[0].address)
+            at = node_placeholders(s, spec)
             files.append(NodeFile(unit_path(unit_def), unit_file(registry.KEYSTONE, unit_def, at), mode="0644"))
             unit = NodeUnit("keystone", files=[f.path for f in files],
-                            ready_command=ready_command(registry.KEYSTONE, unit_def, at, local_url))
+                            ready_command=ready_command(registry.KEYSTONE, unit_def, at, local_url),
+                            triggers=[args.tls.trigger(spec.name)] if args.tls else [])
+            after = after + (args.tls.ready(spec.name) if args.tls else [])
         return Node(f"{name}-{spec.name}", NodeArgs(
             spec=spec, private_key=args.ssh_private_key, root=root, service_manager=s.service_manager,
             install=install, files=files, steps=steps, units=[unit], depends_on=after),
@@ -178,7 +186,7 @@ class AdminRegion(pulumi.ComponentResource):
         fernet = KeyRepository(f"{name}-fernet-keys", opts=pulumi.ResourceOptions(parent=self))
         credential = KeyRepository(f"{name}-credential-keys", opts=pulumi.ResourceOptions(parent=self))
         connection = pulumi.Output.secret(args.database_password).apply(
-            lambda pw: database_url("keystone", "keystone", pw, database_host(s)))
+            lambda pw: database_url("keystone", "keystone", pw, database_host(s), CA_FILE if s.tls else ""))
         head = s.node(s.keystone.node)
         ordered = [head] + [c for c in s.controllers if c.name != head.name]
         owner = self._owner(s)

@@ -17,7 +17,9 @@ import pulumi
 
 from components.databases import database_sql, region_databases
 from components.node import Node, NodeArgs, NodeFile, NodeStep, NodeUnit, content_hash
+from components.region_tls import RegionTls
 from components.settings import Settings
+from components.tls_paths import CA_FILE, SERVER_PEM
 from components.systemd_units import READY_TOOL
 from components.templates import render
 
@@ -33,6 +35,7 @@ class ControlPlaneArgs:
     database_passwords: pulumi.Input[dict]  # database user -> password (secrets)
     rabbitmq_password: Optional[pulumi.Input[str]]
     ssh_private_key: pulumi.Input[str]
+    tls: Optional[RegionTls] = None  # MariaDB and RabbitMQ accept only TLS clients (unless plainHttp)
     depends_on: Sequence[pulumi.Resource] = ()
 
 
@@ -63,7 +66,8 @@ class ControlPlane(pulumi.ComponentResource):
         super().__init__("openstack-multiregion:region:ControlPlane", name, None, opts)
         s = args.settings
         spec = s.controllers[0]
-        values = {"region": s.region, "address": spec.address}
+        tls = {"server_pem": SERVER_PEM, "ca_file": CA_FILE} if args.tls else {}
+        values = {"region": s.region, "address": spec.address, "tls": tls}
         files = [NodeFile(MARIADB_CNF, render("mariadb/openstack.cnf.j2", **values), mode="0644"),
                  NodeFile(MEMCACHED_CONF, render("memcached/memcached.conf.j2", **values), mode="0644"),
                  NodeFile(RABBITMQ_CONF, render("rabbitmq/rabbitmq-single.conf.j2", **values), mode="0644",
@@ -72,9 +76,11 @@ class ControlPlane(pulumi.ComponentResource):
         hosts = [c.address for c in s.controllers] + ["localhost"]
         sql = pulumi.Output.secret(args.database_passwords).apply(lambda pw: database_sql(databases, pw, hosts))
         # The units first (a changed bind address must be live before the SQL runs).
-        units = [NodeUnit(unit, files=(path,), ready_command=self._ready(s, unit))
-                 for unit, path in (("mariadb", MARIADB_CNF), ("memcached", MEMCACHED_CONF),
-                                    ("rabbitmq-server", RABBITMQ_CONF))]
+        # MariaDB and RabbitMQ restart for a new certificate too.
+        tls_trigger = [args.tls.trigger(spec.name)] if args.tls else []
+        units = [NodeUnit(unit, files=(path,), ready_command=self._ready(s, unit), triggers=triggers)
+                 for unit, path, triggers in (("mariadb", MARIADB_CNF, tls_trigger), ("memcached", MEMCACHED_CONF, []),
+                                              ("rabbitmq-server", RABBITMQ_CONF, tls_trigger))]
         self.node = Node(f"{name}-{spec.name}", NodeArgs(
             spec=spec, private_key=args.ssh_private_key, root="/", service_manager=s.service_manager,
             files=files, units=units, depends_on=list(args.depends_on)), pulumi.ResourceOptions(parent=self))

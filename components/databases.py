@@ -50,8 +50,9 @@ def database_sql(databases: Iterable[Database], passwords: Mapping[str, str], cl
     return "\n".join(lines) + "\n"
 
 
-def database_url(user: str, name: str, password: str, host: str) -> str:
+def database_url(user: str, name: str, password: str, host: str, ca_file: str = "") -> str:
     """SQLAlchemy URL of a MariaDB database. User and password are percent-encoded
     (an `@`, `/` or `%` in a password would otherwise break the URL); an IPv6 host
-    is bracketed."""
-    return (f"mysql+pymysql://{quote(user, safe='')}:{quote(password, safe='')}@{url_host(host)}/{name}")
+    is bracketed. With `ca_file`, over TLS, verifying the server with that CA."""
+    query = f"?ssl_ca={quote(ca_file)}" if ca_file else ""
+    return f"mysql+pymysql://{quote(user, safe='')}:{quote(password, safe='')}@{url_host(host)}/{name}{query}"

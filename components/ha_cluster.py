@@ -28,6 +28,7 @@ from components import ha_configs as ha
 from components.control_plane import rabbitmq_user_command
 from components.databases import database_sql, region_databases
 from components.node import Node, NodeArgs, NodeFile, NodeStep, NodeUnit, content_hash, on_node, supervised_stop
+from components.region_tls import RegionTls
 from components.settings import NodeSpec, Settings, ha_spec
 from components.settings import secret as settings_secret
 from components.templates import render
@@ -43,6 +44,7 @@ class HaClusterArgs:
     database_passwords: pulumi.Input[dict]  # database user -> password (secrets)
     ssh_private_key: pulumi.Input[str]
     rabbitmq_password: Optional[pulumi.Input[str]] = None  # the services' RabbitMQ user (real nodes)
+    tls: Optional[RegionTls] = None  # the controllers' certificates (real nodes, unless plainHttp)
     depends_on: Sequence[pulumi.Resource] = ()
 
 
@@ -89,7 +91,11 @@ class HaCluster(pulumi.ComponentResource):
                 f"/usr/sbin/haproxy -D -f {shlex.quote(on_node(root, ha.HAPROXY_CFG))} -p {{pidfile}}"))
             steps, units = sandbox_cluster_steps(spec, root, first, sql), [haproxy]
         else:
-            steps, units = systemd_cluster_steps(s, first, sql, args.rabbitmq_password), restarted_units(files)
+            tls_trigger = args.tls.trigger(spec.name) if args.tls else None
+            steps = systemd_cluster_steps(s, first, sql, args.rabbitmq_password)
+            units = restarted_units(files, tls_trigger)
+            if tls_trigger is not None:
+                steps.append(NodeStep("tls-reload", TLS_RELOAD, triggers=[tls_trigger]))
         return Node(f"{name}-{spec.name}", NodeArgs(
             spec=spec, private_key=args.ssh_private_key, root=root, service_manager=s.service_manager,
             files=files, steps=checks + steps, units=units, depends_on=list(after)),
@@ -103,9 +109,9 @@ def ha_files_and_checks(s: Settings, spec: NodeSpec, root: str) -> tuple[list[No
     me = next(c for c in controllers if c.name == spec.name)
     secrets = [settings_secret(k) for k in ("vrrpPassword", "haproxyStatsPassword", "erlangCookie")]
     rendered = pulumi.Output.secret(pulumi.Output.all(*secrets)).apply(lambda v: ha.ha_node_files(
-        ha_spec(s.ha, s.region, controllers, s.services, s.hosts_keystone, v[0], v[1], v[2]), me))
+        ha_spec(s.ha, s.region, controllers, s.services, s.hosts_keystone, v[0], v[1], v[2], s.tls), me))
     shape = ha.ha_node_files(ha_spec(s.ha, s.region, controllers, s.services, s.hosts_keystone,
-                                     "x", "x" * 12, "x" * 20), me)
+                                     "x", "x" * 12, "x" * 20, s.tls), me)
     files = {}
     for path in sorted(shape):
         owner, group, mode = ha.HA_FILE_MODES.get(path, ("root", "root", "0640"))
@@ -119,13 +125,21 @@ def ha_files_and_checks(s: Settings, spec: NodeSpec, root: str) -> tuple[list[No
     return list(files.values()), checks
 
 
-def restarted_units(files: list[NodeFile]) -> list[NodeUnit]:
+def restarted_units(files: list[NodeFile], tls_trigger: Optional[pulumi.Output] = None) -> list[NodeUnit]:
+    """haproxy also restarts when its certificate changes."""
     files_of_unit: dict[str, list[str]] = defaultdict(list)
     for f in files:
         for unit in ha.HA_UNITS.get(f.path, ()):
             if unit in RESTARTED_ON_CHANGE:
                 files_of_unit[unit].append(f.path)
-    return [NodeUnit(unit, files=tuple(paths)) for unit, paths in sorted(files_of_unit.items())]
+    return [NodeUnit(unit, files=tuple(paths), triggers=[tls_trigger] if tls_trigger and unit == "haproxy" else ())
+            for unit, paths in sorted(files_of_unit.items())]
+
+
+# A new certificate reaches the cluster without a restart (which would make Galera
+# and RabbitMQ resynchronise): MariaDB reloads its TLS files, RabbitMQ drops its cache.
+TLS_RELOAD = ("set -e; mysql -e 'FLUSH SSL'; "
+              "rabbitmqctl -q eval 'ssl:clear_pem_cache().' >/dev/null")
 
 
 # How a controller's MariaDB stands: "<cluster status> <cluster size> <local state>";

@@ -76,6 +76,7 @@ HA_FILE_MODES: dict[str, tuple[str, str, str]] = {
 }
 
 RABBITMQ_PORT = 5672
+RABBITMQ_TLS_PORT = 5671
 MEMCACHED_PORT = 11211
 GALERA_PORT = 3306
 
@@ -114,6 +115,10 @@ class HaSpec:
     erlang_cookie: str = ""  # secret, shared by every RabbitMQ node; required with 2+ controllers
     galera_provider: str = DEFAULT_GALERA_PROVIDER
     rabbitmq_management: bool = False  # enable the management UI (seed 002), bound to the node address
+    # TLS (components/region_tls.py): HAProxy terminates HTTPS on the VIP, MariaDB and
+    # RabbitMQ accept only TLS clients. "": plain (plainHttp).
+    server_pem: str = ""
+    ca_file: str = ""
 
 
 class HaConfigError(ValueError):
@@ -299,15 +304,18 @@ def ha_node_files(spec: HaSpec, controller: HaController) -> dict[str, str]:
     return files
 
 
-def transport_url(user: str, password: str, controllers: Iterable[Union[HaController, str]]) -> str:
+def transport_url(user: str, password: str, controllers: Iterable[Union[HaController, str]],
+                  tls: bool = False) -> str:
     """rabbit://user:pass@h1:5672,user:pass@h2:5672,user:pass@h3:5672/ with every node's
     address (seed 002 writes host names: addresses spare every compute an /etc/hosts).
-    User and password are percent-encoded; oslo.messaging decodes them."""
+    User and password are percent-encoded; oslo.messaging decodes them. With `tls`,
+    RabbitMQ's TLS port (the services' [oslo_messaging_rabbit] ssl = true)."""
     if not user or not password:
         raise ValueError("transport_url: a RabbitMQ user and password are required")
     credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
     hosts = _hosts(controllers, "transport_url")
-    return "rabbit://" + ",".join(f"{credentials}@{host}:{RABBITMQ_PORT}" for host in hosts) + "/"
+    port = RABBITMQ_TLS_PORT if tls else RABBITMQ_PORT
+    return "rabbit://" + ",".join(f"{credentials}@{host}:{port}" for host in hosts) + "/"
 
 
 def memcached_servers(controllers: Iterable[Union[HaController, str]]) -> str:
@@ -373,6 +381,7 @@ def haproxy_cfg(spec: HaSpec, controller: HaController) -> str:
         "haproxy_apis": [{"name": l.name, "port": l.port, "httpchk": l.httpchk or "", "timeouts": list(l.timeouts)}
                          for l in _listens(spec.apis)],
         "haproxy_servers": [{"name": c.name, "address": c.address} for c in spec.controllers],
+        "haproxy_server_pem": spec.server_pem,
     })
 
 
@@ -385,6 +394,7 @@ def galera_cnf(spec: HaSpec, controller: HaController) -> str:
         "galera_cluster_name": spec.region,
         "galera_cluster_addresses": [c.address for c in spec.controllers],
         "galera_sst_method": spec.sst_method,
+        "tls": tls_files(spec),
     })
 
 
@@ -397,7 +407,14 @@ def rabbitmq_conf(spec: HaSpec, controller: HaController) -> str:
         "rabbitmq_cluster_nodes": [c.name for c in spec.controllers],
         # pause_minority needs a majority to exist: with 2 nodes both would pause.
         "rabbitmq_partition_handling": "pause_minority" if len(spec.controllers) >= 3 else "autoheal",
+        "tls": tls_files(spec),
     })
+
+
+def tls_files(spec: HaSpec) -> dict[str, str]:
+    """The server's certificate and the CA, for the mariadb and rabbitmq templates
+    ({} with plainHttp)."""
+    return {"server_pem": spec.server_pem, "ca_file": spec.ca_file} if spec.server_pem else {}
 
 
 # --- helpers ----------------------------------------------------------------------

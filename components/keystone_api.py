@@ -13,6 +13,8 @@ key (and owner) and only posts again when it is really not there.
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -28,8 +30,9 @@ ConnectFailure = ks_exc.ConnectFailure
 _sessions: dict[str, ks_session.Session] = {}
 _lock = threading.Lock()
 
-# Keys of the `auth` input every identity resource carries.
-AUTH_KEYS = ("authUrl", "username", "password", "projectName", "userDomainName", "projectDomainName")
+# Keys of the `auth` input every identity resource carries; `caCert` (PEM) is the CA
+# that verifies an https Keystone.
+AUTH_KEYS = ("authUrl", "username", "password", "projectName", "userDomainName", "projectDomainName", "caCert")
 
 
 def _cache_key(auth: dict[str, Any]) -> str:
@@ -49,9 +52,22 @@ def session_for(auth: dict[str, Any]) -> ks_session.Session:
                 user_domain_name=auth.get("userDomainName", "Default"),
                 project_domain_name=auth.get("projectDomainName", "Default"),
             )
-            sess = ks_session.Session(auth=plugin)
+            sess = ks_session.Session(auth=plugin, verify=_ca_file(auth.get("caCert") or ""))
             _sessions[key] = sess
         return sess
+
+
+def _ca_file(ca_pem: str) -> Any:
+    """requests verifies against a CA file: this process's copy of `ca_pem` (True:
+    the system's CAs, for a Keystone without `caCert`)."""
+    if not ca_pem:
+        return True
+    path = os.path.join(tempfile.gettempdir(), f"omr-ca-{hashlib.sha256(ca_pem.encode()).hexdigest()[:16]}.pem")
+    if not os.path.exists(path):
+        with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), delete=False) as f:
+            f.write(ca_pem)
+        os.replace(f.name, path)
+    return path
 
 
 # Transient failures (Keystone restarting, SQLite busy under concurrent writes) are

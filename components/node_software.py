@@ -23,6 +23,7 @@ from components.node import Node, NodeArgs, NodeFile, NodeStep
 from components.settings import NodeSpec, Settings
 from components.systemd_units import READY_TOOL
 from components.templates import TEMPLATE_DIR
+from components.tls_paths import TLS_GROUP
 
 CONSTRAINTS_FILE = Path(__file__).resolve().parent.parent / "install" / "constraints.txt"
 # The pinned release, as a version stamp: what a schema migration follows.
@@ -102,6 +103,18 @@ def venv_command(venv: str, packages: list[str], users: list[str]) -> str:
             + " ".join(q(p) for p in packages))
 
 
+# Daemons of the distribution that read a controller's certificate.
+TLS_READERS = ("mysql", "rabbitmq", "haproxy", "www-data")
+
+
+def tls_group_command(users: list[str]) -> str:
+    """The group that may read server.pem, with every service user and daemon of the
+    node that serves TLS (those not on this node are skipped)."""
+    members = " ".join(shlex.quote(u) for u in dict.fromkeys([*users, *TLS_READERS]))
+    return (f"set -e; getent group {TLS_GROUP} >/dev/null || groupadd --system {TLS_GROUP}; "
+            f"for u in {members}; do if id -u \"$u\" >/dev/null 2>&1; then usermod -a -G {TLS_GROUP} \"$u\"; fi; done")
+
+
 class NodeSoftware(pulumi.ComponentResource):
     """One Node per machine of the stack, each with its install steps."""
 
@@ -121,6 +134,8 @@ class NodeSoftware(pulumi.ComponentResource):
                 NodeStep("virtualenv", venv_command(s.virtualenv, pip_packages(s, spec), system_users(s, spec)),
                          stdin=constraints),
             ]
+            if s.tls:
+                steps.append(NodeStep("tls-group", tls_group_command(system_users(s, spec))))
             self.nodes[spec.name] = Node(f"{name}-{spec.name}", NodeArgs(
                 spec=spec, private_key=args.ssh_private_key, root="/", service_manager=s.service_manager,
                 files=[ready_tool], steps=steps, depends_on=list(args.depends_on)),

@@ -30,11 +30,13 @@ from components.ha_cluster import database_host
 from components.node import Node, NodeArgs, NodeFile, NodeStep, NodeUnit, on_node
 from components.node_software import RELEASE
 from components.region_secrets import RegionSecrets
+from components.region_tls import RegionTls
 from components.registry import nova
 from components.registry.model import ServiceDefinition, Unit
 from components.service_region import service_user_name
 from components.settings import NodeSpec, Settings
-from components.systemd_units import Placeholders, ready_command, unit_file, unit_path, wsgi_entry_path
+from components.tls_paths import CA_FILE, SERVER_PEM
+from components.systemd_units import Placeholders, node_placeholders, ready_command, unit_file, unit_path, wsgi_entry_path
 
 
 @dataclass
@@ -44,6 +46,7 @@ class RegionNodesArgs:
     secrets: RegionSecrets
     ssh_private_key: pulumi.Input[str]
     admin_password: Optional[pulumi.Input[str]] = None  # only with adminOpenrc
+    tls: Optional[RegionTls] = None  # the nodes' CA and certificates (unless plainHttp)
     depends_on: Sequence[pulumi.Resource] = ()
 
 
@@ -56,6 +59,8 @@ class SecretValues:
     rabbitmq_password: str = ""
     metadata_secret: str = ""
     admin_password: str = ""
+    memcache_secret_key: str = ""
+    dashboard_secret_key: str = ""
 
 
 def placeholder_secrets(settings: Settings) -> SecretValues:
@@ -63,16 +68,17 @@ def placeholder_secrets(settings: Settings) -> SecretValues:
     on roles and services, never on secret values)."""
     services = {e.name: "x" for e in registry.SERVICES}
     database_users = {db.user: "x" for e in registry.SERVICES for db in e.databases}
-    return SecretValues(services, database_users, "x", "x", "x" if settings.admin_openrc else "")
+    return SecretValues(services, database_users, "x", "x", "x" if settings.admin_openrc else "", "x", "x")
 
 
 def _database_connections(settings: Settings, passwords: Mapping[str, str], root: str) -> dict[str, str]:
+    ca_file = CA_FILE if settings.tls else ""
     databases = [db for entry in registry.selected(settings.services) for db in entry.databases]
     if settings.service_manager == "none" and not settings.ha:
         return {db.name: f"sqlite:///{on_node(root, f'/var/lib/{db.user}/{db.name}.sqlite')}" for db in databases}
     # Without ha: the MariaDB of the first controller (ControlPlane).
     host = database_host(settings) if settings.ha else settings.controllers[0].address
-    return {db.name: database_url(db.user, db.name, passwords[db.user], host) for db in databases}
+    return {db.name: database_url(db.user, db.name, passwords[db.user], host, ca_file) for db in databases}
 
 
 def region_context(settings: Settings, root: str, keystone_url: str, secrets: SecretValues) -> sc.RegionContext:
@@ -85,7 +91,7 @@ def region_context(settings: Settings, root: str, keystone_url: str, secrets: Se
                                    or [f"{ctl}:11211"]),
         # Every RabbitMQ node of the region (all controllers), as seeds 001/002 list them.
         transport_url=ha.transport_url("openstack", secrets.rabbitmq_password,
-                                       [c.address for c in settings.controllers] or [ctl])
+                                       [c.address for c in settings.controllers] or [ctl], settings.tls)
         if secrets.rabbitmq_password else "",
         database_connections=_database_connections(settings, secrets.database_passwords, root),
         service_users={e.name: service_user_name(settings, e.name) for e in registry.SERVICES if e.user},
@@ -99,6 +105,11 @@ def region_context(settings: Settings, root: str, keystone_url: str, secrets: Se
         virt_type=settings.compute.virt_type,
         ovs_datapath=settings.network.datapath,
         venv=settings.virtualenv,
+        ca_file=CA_FILE if settings.tls else "",
+        # Served by gunicorn itself on a node without HAProxy in front.
+        server_pem=SERVER_PEM if settings.tls and not settings.ha else "",
+        memcache_secret_key=secrets.memcache_secret_key if settings.tls else "",
+        extra={"dashboard_secret_key": secrets.dashboard_secret_key},
     )
 
 
@@ -107,7 +118,8 @@ def secret_values(args: RegionNodesArgs) -> pulumi.Output:
     sec = args.secrets
     return pulumi.Output.secret(pulumi.Output.all(
         sec.service_passwords, sec.database_passwords, sec.rabbitmq_password or "", sec.metadata_secret or "",
-        args.admin_password or "")).apply(lambda v: SecretValues(*v))
+        args.admin_password or "", sec.memcache_secret_key or "", sec.dashboard_secret_key or "")).apply(
+        lambda v: SecretValues(*v))
 
 
 class RegionNodes(pulumi.ComponentResource):
@@ -150,10 +162,13 @@ class RegionNodes(pulumi.ComponentResource):
         if s.service_manager == "none":
             extra_files, steps, units = _supervised(s, spec, root, entries)
         else:
-            extra_files, steps, units = _systemd(s, spec, entries, {f.path: f for f in files})
+            tls_trigger = args.tls.trigger(spec.name) if args.tls else None
+            extra_files, steps, units = _systemd(s, spec, entries, {f.path: f for f in files}, tls_trigger)
+        tls_ready = args.tls.ready(spec.name) if args.tls else []
         return Node(f"{name}-{spec.name}", NodeArgs(
             spec=spec, private_key=args.ssh_private_key, root=root, service_manager=s.service_manager,
-            files=files + extra_files, steps=steps, units=units, depends_on=list(args.depends_on) + list(after)),
+            files=files + extra_files, steps=steps, units=units,
+            depends_on=list(args.depends_on) + list(after) + tls_ready),
             pulumi.ResourceOptions(parent=self))
 
     def _discover_hosts(self, s: Settings, computes: Sequence[NodeSpec]) -> pulumi.Resource:
@@ -166,13 +181,14 @@ class RegionNodes(pulumi.ComponentResource):
                              depends_on=[r for n in computes for r in self.nodes[n.name].ready])
 
 
-def _systemd(s: Settings, spec: NodeSpec, entries: Sequence[ServiceDefinition], files_by_path: dict):
+def _systemd(s: Settings, spec: NodeSpec, entries: Sequence[ServiceDefinition], files_by_path: dict,
+             tls_trigger: Optional[pulumi.Output] = None):
     """A real node's part of each service: its unit files and WSGI entries, the
     service's preparation steps, database syncs (first controller only), and its units,
-    each restarted when a file it reads changes and then checked really working."""
+    each restarted when a file it reads changes (or the node's certificates, which
+    every unit uses as a client or a server) and then checked really working."""
     first = spec.name == s.controllers[0].name
-    at = Placeholders(s.virtualenv, spec.address, spec.name, s.controllers[0].address, s.network.datapath,
-                      service=nova.cell_url_templates(len(s.controllers)))
+    at = node_placeholders(s, spec, **nova.cell_url_templates(len(s.controllers), s.tls))
     files, steps, units = [], [], []
     for entry in entries:
         mine = [u for u in entry.units_for(spec.roles)]
@@ -188,7 +204,8 @@ def _systemd(s: Settings, spec: NodeSpec, entries: Sequence[ServiceDefinition], 
             reads = [p for p in unit.reads if p in files_by_path]
             own = [] if unit.packaged else [unit_path(unit)] + ([wsgi_entry_path(entry, unit)] if unit.wsgi else [])
             setup = [step.command for step in steps if step.name.startswith(f"{entry.name}-")]
-            units.append(NodeUnit(unit.name, files=tuple(reads + own), triggers=setup if unit.packaged else (),
+            triggers = (setup if unit.packaged else []) + ([tls_trigger] if tls_trigger is not None else [])
+            units.append(NodeUnit(unit.name, files=tuple(reads + own), triggers=triggers,
                                   ready_command=ready_command(entry, unit, at)))
     return files, steps, units
 

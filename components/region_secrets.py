@@ -1,6 +1,7 @@
 """One secret per purpose, made by the program (kolla-ansible's passwords.yml is the
 model): each service user's Keystone password, each database user's password, the
-region's RabbitMQ password, the nova/neutron metadata proxy secret.
+region's RabbitMQ password, the nova/neutron metadata proxy secret, the key that
+encrypts the services' token cache in memcached, Horizon's secret key.
 
 Each is its own GeneratedSecret, kept encrypted in this stack's state, stable
 across runs, and rotatable alone (`pulumi up --replace <its urn>`). Files are
@@ -48,6 +49,8 @@ class RegionSecrets(pulumi.ComponentResource):
     database_passwords: pulumi.Output[dict]  # database user -> password
     rabbitmq_password: Optional[pulumi.Output[str]]
     metadata_secret: Optional[pulumi.Output[str]]
+    memcache_secret_key: Optional[pulumi.Output[str]]  # keystonemiddleware's token cache (with TLS)
+    dashboard_secret_key: Optional[pulumi.Output[str]]  # Horizon's Django SECRET_KEY (sessions, CSRF)
 
     def __init__(self, name: str, args: RegionSecretsArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("openstack-multiregion:secrets:RegionSecrets", name, None, opts)
@@ -69,6 +72,8 @@ class RegionSecrets(pulumi.ComponentResource):
         self.rabbitmq_password = self._secret("rabbitmq") if any(e.messaging for e in entries) else None
         runs_metadata = {"compute", "network"} & set(s.services)
         self.metadata_secret = self._secret("metadata-proxy") if runs_metadata else None
+        self.memcache_secret_key = self._secret("memcache-secret-key") if s.tls and s.nodes else None
+        self.dashboard_secret_key = self._secret("dashboard-secret-key") if "dashboard" in s.services else None
         self.register_outputs({})
 
     def _secret(self, purpose: str) -> pulumi.Output[str]:

@@ -76,9 +76,10 @@ def _operator_files(ctx: RegionContext, entries) -> dict[str, str]:
     files: dict[str, str] = {}
     if ctx.admin_password:
         files[ADMIN_OPENRC] = render("openrc/admin-openrc.j2", region=_shell(ctx.region),
-                                     admin_password=_shell(ctx.admin_password), auth_url=_shell(ctx.keystone_v3))
+                                     admin_password=_shell(ctx.admin_password), auth_url=_shell(ctx.keystone_v3),
+                                     cacert=_shell(ctx.ca_file))
         files[CLOUDS_YAML] = render("openrc/clouds.yaml.j2", clouds=_clouds(ctx), auth_url=ctx.keystone_v3,
-                                    admin_password=ctx.admin_password)
+                                    admin_password=ctx.admin_password, cacert=ctx.ca_file)
     hosts_dashboard = any(e is registry.by_name("horizon") for e in entries)
     if ctx.dashboard_url and not hosts_dashboard:
         files[DASHBOARD_REDIRECT] = render("horizon/redirect.html.j2", region=ctx.region,

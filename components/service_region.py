@@ -33,7 +33,7 @@ class ServiceRegionArgs:
 
 def service_url(settings: Settings, service_type: str) -> str:
     entry = registry.catalog_entry(service_type)
-    return http_url(settings.service_address, entry.port, entry.path)
+    return http_url(settings.service_address, entry.port, entry.path, settings.scheme)
 
 
 def service_user_name(settings: Settings, service: str) -> str:

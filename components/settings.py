@@ -21,9 +21,12 @@ NAMESPACE = "openstack-multiregion"
 ROLES = registry.ROLES
 SECRET_KEYS = ("adminPassword", "servicePassword", "sshPrivateKey")
 HA_SECRET_KEYS = ("vrrpPassword", "haproxyStatsPassword", "erlangCookie")
+# The operator's own TLS material (PEM), instead of the CA and certificates the program makes.
+TLS_SECRET_KEYS = ("tlsCa", "tlsCertificate", "tlsPrivateKey")
 KNOWN_KEYS = {"region", "keystone", "services", "nodes", "endpointAddress", "nodeRoot", "serviceManager",
               "serviceUsers", "identity", "virtualenv", "memcachedServers", "ha", "adminOpenrc", "compute",
-              "network", "passwords", "adoptUntagged", "ssh", *SECRET_KEYS, *HA_SECRET_KEYS}
+              "network", "passwords", "adoptUntagged", "ssh", "plainHttp", *SECRET_KEYS, *HA_SECRET_KEYS,
+              *TLS_SECRET_KEYS}
 
 _REGION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -168,6 +171,17 @@ class Settings:
     compute: ComputeSettings = field(default_factory=lambda: ComputeSettings())
     network: NetworkSettings = field(default_factory=lambda: NetworkSettings())
     adopt_untagged: bool = False  # take over Keystone records made outside the program
+    plain_http: bool = False  # `plainHttp`: no TLS anywhere (only when the config says so)
+    tls_given: bool = False  # the operator gave tlsCa, tlsCertificate and tlsPrivateKey
+
+    @property
+    def tls(self) -> bool:
+        """Every endpoint, database and queue connection of the stack over TLS."""
+        return not self.plain_http
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def hosts_keystone(self) -> bool:
@@ -309,7 +323,7 @@ def _parse_keystone(raw: Mapping[str, Any], nodes: tuple[NodeSpec, ...]) -> Keys
 
 def _parse_services(raw: Mapping[str, Any]) -> tuple[str, ...]:
     services = _decode("services", raw.get("services", "[]"))
-    known = registry.region_service_types()
+    known = registry.service_selectors()
     if not isinstance(services, list):
         raise ConfigError("services", services, f"a list of service types from: {', '.join(known)}")
     for i, s in enumerate(services):
@@ -386,7 +400,7 @@ def password_purposes() -> tuple[str, ...]:
     """What `passwords` may set: the purposes of the secrets the program makes."""
     users = [f"keystone-{e.name}" for e in registry.SERVICES if e.user]
     databases = [f"database-{u}" for u in dict.fromkeys(db.user for e in registry.SERVICES for db in e.databases)]
-    return (*users, *databases, "rabbitmq", "metadata-proxy")
+    return (*users, *databases, "rabbitmq", "metadata-proxy", "memcache-secret-key", "dashboard-secret-key")
 
 
 def _parse_passwords(raw: Mapping[str, Any]) -> frozenset[str]:
@@ -484,9 +498,10 @@ def _parse_ha(raw: Mapping[str, Any], region: str, nodes: tuple[NodeSpec, ...],
 
 
 def ha_spec(ha: HaSettings, region: str, controllers, services, hosts_keystone: bool,
-            vrrp_password: str, stats_password: str, erlang_cookie: str):
+            vrrp_password: str, stats_password: str, erlang_cookie: str, tls: bool = False):
     """The HA module's spec for this region (secrets given as plain strings)."""
     from components import ha_configs
+    from components.tls_paths import CA_FILE, SERVER_PEM
 
     apis = tuple(services) + (("identity",) if hosts_keystone else ())
     return ha_configs.HaSpec(region=region, vip=ha.vip, controllers=tuple(controllers), interface=ha.interface,
@@ -495,6 +510,7 @@ def ha_spec(ha: HaSettings, region: str, controllers, services, hosts_keystone: 
                              stats_password=stats_password, stats_address=ha.stats_address,
                              sst_method=ha.sst_method, apis=apis, allow_small_galera=ha.allow_small_galera,
                              erlang_cookie=erlang_cookie,
+                             **({"server_pem": SERVER_PEM, "ca_file": CA_FILE} if tls else {}),
                              **({"galera_provider": ha.galera_provider} if ha.galera_provider else {}))
 
 
@@ -513,7 +529,7 @@ def _collect_secret_values(raw: Mapping[str, Any], secret_keys: frozenset[str]) 
         if isinstance(value, list):
             return [s for v in value for s in strings(v)]
         return []
-    secret = set(SECRET_KEYS) | set(HA_SECRET_KEYS) | {"passwords"} | set(secret_keys)
+    secret = set(SECRET_KEYS) | set(HA_SECRET_KEYS) | set(TLS_SECRET_KEYS) | {"passwords"} | set(secret_keys)
     _secret_values[:] = [v for k, value in raw.items() if k in secret for v in strings(value) if v]
 
 
@@ -574,12 +590,34 @@ def parse(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> 
     for key, required in needed:
         if required and key not in present:
             raise ConfigError(key, "(unset)", f"a secret: pulumi config set --secret {key} <value>")
+    plain_http, tls_given = _parse_tls(raw, manager)
     return Settings(region=region, keystone=keystone, services=services, nodes=nodes,
                     endpoint_address=endpoint_address, node_root=node_root.rstrip("/") or "/",
                     service_manager=manager, service_users=service_users, domains=_parse_domains(raw),
                     virtualenv=virtualenv, memcached_servers=memcached, ha=ha, secrets_present=present,
                     admin_openrc=admin_openrc, compute=_parse_compute(raw), network=_parse_network(raw),
-                    password_overrides=_parse_passwords(raw), adopt_untagged=_parse_flag(raw, "adoptUntagged"))
+                    password_overrides=_parse_passwords(raw), adopt_untagged=_parse_flag(raw, "adoptUntagged"),
+                    plain_http=plain_http, tls_given=tls_given)
+
+
+def _parse_tls(raw: Mapping[str, Any], manager: str) -> tuple[bool, bool]:
+    """(plainHttp, whether the operator gives the TLS material). TLS is the default;
+    plain HTTP only when the config says so."""
+    plain_http = _parse_flag(raw, "plainHttp")
+    if manager == "none" and not plain_http:
+        raise ConfigError("plainHttp", raw.get("plainHttp", "(unset)"),
+                          "true with serviceManager 'none': the supervised sandbox serves plain HTTP")
+    given = [k for k in TLS_SECRET_KEYS if raw.get(k)]
+    if plain_http and given:
+        raise ConfigError(given[0], "[secret]", "unset with plainHttp: true (no TLS, so no certificate)")
+    if given and len(given) < len(TLS_SECRET_KEYS):
+        missing = next(k for k in TLS_SECRET_KEYS if k not in given)
+        raise ConfigError(missing, "(unset)", f"a PEM secret, given together with {', '.join(given)}: "
+                                              f"pulumi config set --secret {missing} -- \"$(cat file.pem)\"")
+    for key in given:
+        if "-----BEGIN " not in str(raw[key]):
+            raise ConfigError(key, "[secret]", "PEM text (-----BEGIN ...-----)")
+    return plain_http, bool(given)
 
 
 def raw_stack_config() -> dict[str, Any]:

@@ -12,8 +12,13 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from typing import TYPE_CHECKING
+
 from components.registry.model import ServiceDefinition, Unit
 from components.templates import render
+
+if TYPE_CHECKING:
+    from components.settings import NodeSpec, Settings
 
 READY_TOOL = "/usr/local/lib/openstack-multiregion/ready.py"
 UNIT_DIR = "/etc/systemd/system"
@@ -29,12 +34,29 @@ class Placeholders:
     controller: str
     ovs_datapath: str = "system"
     config: str = ""
+    # TLS: the CA file the readiness checks verify with; the certificate gunicorn serves
+    # (none behind HAProxy, which ends TLS), and the proxies whose X-Forwarded-Proto
+    # it trusts there.
+    ca_file: str = ""
+    server_pem: str = ""
+    proxies: str = ""
     service: Mapping[str, str] = field(default_factory=dict)  # a service's own, e.g. nova's cell URL templates
 
     def fill(self, command: str, **extra: str) -> str:
         values = {"venv": self.venv, "address": self.address, "host": self.host, "controller": self.controller,
                   "ovs_datapath": self.ovs_datapath, "config": self.config, **self.service, **extra}
         return command.format(**values)
+
+
+def node_placeholders(s: "Settings", spec: "NodeSpec", **service: str) -> Placeholders:
+    """The placeholders of a node of this stack, with its TLS: gunicorn serves HTTPS
+    itself, or behind HAProxy (ha) trusts the controllers' X-Forwarded-Proto."""
+    from components.tls_paths import CA_FILE, SERVER_PEM
+    tls = s.tls and "controller" in spec.roles
+    proxies = ",".join([c.address for c in s.controllers] + [s.ha.vip]) if s.ha else ""
+    return Placeholders(s.virtualenv, spec.address, spec.name, s.controllers[0].address, s.network.datapath,
+                        service=service, ca_file=CA_FILE if s.tls else "",
+                        server_pem=SERVER_PEM if tls and not s.ha else "", proxies=proxies if tls else "")
 
 
 def unit_path(unit: Unit) -> str:
@@ -53,9 +75,11 @@ def exec_start(unit: Unit, at: Placeholders) -> str:
     if unit.wsgi is None:
         return at.fill(unit.command)
     # One worker with threads: APIs start their own background work per process.
+    tls = (f"--certfile {at.server_pem} --keyfile {at.server_pem} " if at.server_pem else "") + (
+        f"--forwarded-allow-ips {at.proxies} " if at.proxies else "")
     return (f"{at.venv}/bin/gunicorn --no-control-socket --name {unit.name} "
             f"--bind {at.address}:{unit.wsgi.port} --workers 1 --worker-class gthread "
-            f"--threads {unit.wsgi.threads} --timeout 120 --graceful-timeout 10 "
+            f"--threads {unit.wsgi.threads} --timeout 120 --graceful-timeout 10 {tls}"
             f"--chdir {unit.wsgi.config_dir} {wsgi_module(unit)}:application")
 
 
@@ -72,12 +96,14 @@ def ready_command(entry: ServiceDefinition, unit: Unit, at: Placeholders, keysto
     credentials = ready.credentials or (unit.reads[0] if unit.reads else "")
     if ready.kind in ("api", "compute-service", "volume-service", "network-agent"):
         args += ["--config", credentials, "--service-type", ready.service_type]
-    if ready.path:
+    if ready.path and ready.kind != "url":
         args += ["--path", ready.path]
     if ready.binary:
         args += ["--binary", ready.binary, "--host", at.host]
-    if ready.kind == "token":
-        args += ["--url", keystone_url]
+    if ready.kind in ("token", "url"):
+        args += ["--url", keystone_url or at.fill(ready.path)]
+    if at.ca_file and ready.kind in ("token", "url"):
+        args += ["--cafile", at.ca_file]
     return " ".join(shlex.quote(a) for a in args)
 
 

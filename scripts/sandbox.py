@@ -598,13 +598,14 @@ def stack_config(sb: Sandbox, stack: str) -> dict:
         **config,
         f"{ns}:nodeRoot": sb.node_root_template,
         f"{ns}:serviceManager": "none",
+        f"{ns}:plainHttp": True,  # the supervised sandbox's services serve plain HTTP
         f"{ns}:virtualenv": sys.prefix,
     }
 
 
 # Keys that say how services run on the nodes; stack_config sets those its kind uses.
 NODE_LAYOUT_KEYS = tuple(f"openstack-multiregion:{k}" for k in ("nodeRoot", "serviceManager", "virtualenv",
-                                                                  "compute", "network"))
+                                                                  "compute", "network", "plainHttp"))
 
 
 PROGRAM_FILES = ("Pulumi.yaml", "__main__.py", "components", "templates", "venv")

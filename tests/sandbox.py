@@ -69,8 +69,19 @@ class SandboxInfo:
                    OS_IDENTITY_API_VERSION="3", PYTHONWARNINGS="ignore")
         if region:
             env["OS_REGION_NAME"] = region
+        if auth.get("caCert"):  # an https Keystone: the CA, and nothing else, makes the client trust it
+            env["OS_CACERT"] = str(self.ca_file(auth["caCert"]))
         cmd = [str(Path(sys.executable).parent / "openstack"), *args]
         return subprocess.run(cmd, env=env, capture_output=True, text=True, check=check, timeout=120)
+
+    def ca_file(self, ca_pem: str) -> Path:
+        """The CA as a file in the sandbox directory (clients take a path)."""
+        import hashlib
+
+        path = self.dir / f"ca-{hashlib.sha256(ca_pem.encode()).hexdigest()[:12]}.pem"
+        if not path.exists():
+            path.write_text(ca_pem)
+        return path
 
     def openstack_json(self, *args: str, region: str | None = None, auth: dict | None = None):
         return json.loads(self.openstack(*args, "-f", "json", region=region, auth=auth).stdout)

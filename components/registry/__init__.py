@@ -37,6 +37,13 @@ def region_service_types() -> tuple[str, ...]:
     return tuple(c.type for s, c in catalog_entries() if s is not KEYSTONE)
 
 
+def service_selectors() -> tuple[str, ...]:
+    """What a stack's `services` may name: the catalog types, and the selectors of the
+    services without one (`dashboard`)."""
+    return tuple(dict.fromkeys((*region_service_types(), *(sel for s in SERVICES if not s.catalog
+                                                            for sel in s.selectors))))
+
+
 def selected(services: tuple[str, ...]) -> tuple[ServiceDefinition, ...]:
     """The registry entries a region running these service types (or selectors, such
     as `dashboard` for Horizon) configures, in registry order."""
@@ -58,4 +65,4 @@ def service_user(service_type: str) -> str:
 
 __all__ = ["ROLES", "SERVICES", "KEYSTONE", "INTERFACES", "CatalogEntry", "ConfigFile", "Database", "Listen",
            "ServiceDefinition", "Unit", "Wsgi", "by_name", "catalog_entries", "catalog_entry",
-           "region_service_types", "selected", "owner_of_type", "service_user"]
+           "region_service_types", "service_selectors", "selected", "owner_of_type", "service_user"]

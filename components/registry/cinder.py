@@ -20,6 +20,8 @@ def cinder_conf(ctx: RegionContext, node: NodeContext) -> dict:
         "keystone_authtoken": ctx.authtoken("cinder"),
         # Cinder calls this region's nova (volume extend and snapshot events) as itself.
         "auth": ctx.keystoneauth("cinder"),
+        "messaging": ctx.messaging_tls,
+        "glance_cafile": ctx.ca_file,
         "state_path": ctx.state_dir("/var/lib/cinder"),
         "lock_path": ctx.state_dir("/var/lib/cinder/tmp"),
     }

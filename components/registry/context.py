@@ -34,6 +34,11 @@ class RegionContext:
     ovs_datapath: str = "system"  # Open vSwitch datapath: "system" (kernel) or "netdev" (userspace)
     volume_backend: str = "none"  # cinder-volume's backend: "none" (no volume service) or "lvm"
     venv: str = "/opt/openstack/venv"  # the OpenStack services' Python environment on the nodes
+    # TLS (components/region_tls.py): the CA file every client verifies with, and this
+    # node's certificate and key in one file; "" with plainHttp.
+    ca_file: str = ""
+    server_pem: str = ""
+    memcache_secret_key: str = ""  # keystonemiddleware's token cache: encrypted and signed with it
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     # --- URLs -------------------------------------------------------------------
@@ -50,7 +55,15 @@ class RegionContext:
 
     def api_url(self, port: int, path: str = "") -> str:
         """An API of this region, on its controller or VIP."""
-        return http_url(self.controller_address, port, path)
+        return http_url(self.controller_address, port, path, self.scheme)
+
+    def node_url(self, node: "NodeContext", port: int) -> str:
+        """An API on the node itself (HTTPS when the node serves TLS, not HAProxy)."""
+        return http_url(node.address, port, "", "https" if self.server_pem else "http")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ca_file else "http"
 
     def state_dir(self, path: str) -> str:
         return self.state_root.rstrip("/") + path
@@ -63,6 +76,7 @@ class RegionContext:
             "username": self.service_users.get(service),
             "password": self.service_passwords.get(service),
             "region_name": self.region,
+            "cafile": self.ca_file,
         })
 
     def authtoken(self, service: str) -> dict[str, str]:
@@ -70,7 +84,13 @@ class RegionContext:
         return {**self.keystoneauth(service), **present({
             "www_authenticate_uri": self.keystone_base,
             "memcached_servers": self.memcached_servers,
+            "memcache_secret_key": self.memcache_secret_key,
         })}
+
+    @property
+    def messaging_tls(self) -> dict[str, str]:
+        """[oslo_messaging_rabbit]'s TLS options (empty with plainHttp)."""
+        return present({"ssl_ca_file": self.ca_file})
 
 
 @dataclass(frozen=True)
@@ -88,10 +108,10 @@ class NodeContext:
         return "compute" in self.roles
 
 
-def http_url(host: str, port: int, path: str = "") -> str:
+def http_url(host: str, port: int, path: str = "", scheme: str = "http") -> str:
     if not host:
         return ""
-    return f"http://{url_host(host)}:{port}{path}"
+    return f"{scheme}://{url_host(host)}:{port}{path}"
 
 
 def url_host(host: str) -> str:

@@ -15,7 +15,7 @@ def glance_api_conf(ctx: RegionContext, node: NodeContext) -> dict:
         "bind_host": node.address,
         # Where other glance workers reach this one (image import) and what clients see.
         "public_endpoint": ctx.api_url(PORT),
-        "self_url": f"http://{node.address}:{PORT}",
+        "self_url": ctx.node_url(node, PORT),
         "database_connection": ctx.database_connections.get("glance"),
         "images_dir": ctx.state_dir("/var/lib/glance/images/"),
         "staging_dir": ctx.state_dir("/var/lib/glance/staging/"),

@@ -21,6 +21,7 @@ def neutron_conf(ctx: RegionContext, node: NodeContext) -> dict:
         "keystone_authtoken": ctx.authtoken("neutron"),
         # Port events to this region's nova, inventories to its placement: as neutron.
         "auth": ctx.keystoneauth("neutron"),
+        "messaging": ctx.messaging_tls,
         "lock_path": ctx.state_dir("/var/lib/neutron/tmp"),
     }
 

@@ -34,6 +34,8 @@ def nova_conf(ctx: RegionContext, node: NodeContext) -> dict:
             "metadata_proxy_shared_secret": ctx.metadata_secret,
         }),
         "auth": ctx.keystoneauth("nova"),
+        "messaging": ctx.messaging_tls,
+        "glance_cafile": ctx.ca_file,
         "compute_driver": COMPUTE_DRIVERS[ctx.compute_driver],
         "virt_type": ctx.virt_type,
         "state_path": ctx.state_dir("/var/lib/nova"),
@@ -107,17 +109,18 @@ SERVICE = ServiceDefinition(
 )
 
 
-def cell_url_templates(rabbitmq_hosts: int) -> dict[str, str]:
+def cell_url_templates(rabbitmq_hosts: int, tls: bool = False) -> dict[str, str]:
     """The cell mappings' URLs as templates of nova.conf's own (nova's CellMapping
-    format): [database] connection, and [DEFAULT] transport_url with one entry per
-    RabbitMQ host."""
+    format): [database] connection (with its TLS query), and [DEFAULT] transport_url
+    with one entry per RabbitMQ host."""
     if rabbitmq_hosts <= 1:
         hosts = "{username}:{password}@{hostname}:{port}"
     else:
         hosts = ",".join(f"{{username{i}}}:{{password{i}}}@{{hostname{i}}}:{{port{i}}}"
                          for i in range(1, rabbitmq_hosts + 1))
     database = "{scheme}://{username}:{password}@{hostname}/{path}"
-    return {"cell_database": database, "cell0_database": database + "_cell0",
+    query = "?{query}" if tls else ""
+    return {"cell_database": database + query, "cell0_database": database + "_cell0" + query,
             "cell_transport": "{scheme}://" + hosts + "/{path}"}
 
 # After every compute node's nova-compute is up: map the new hosts to cell1.

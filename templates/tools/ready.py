@@ -3,7 +3,7 @@
 unit, say why, show the last lines of its journal, and exit 1.
 
     ready.py UNIT KIND [--config FILE] [--service-type T] [--path P] [--binary B]
-             [--host H] [--url U] [--timeout S]
+             [--host H] [--url U] [--cafile F] [--timeout S]
 
 KIND:
   api              an authenticated GET of P on service type T's internal endpoint
@@ -12,11 +12,12 @@ KIND:
   volume-service   the volume API lists binary B on host H, state up
   network-agent    the network API lists binary B on host H, alive
   token            Keystone at U answers a token request (a wrong password: 401)
+  url              a GET of U answers 2xx (a page that needs no token: the dashboard's)
   active           the unit runs
 
 The credentials are the service's own: [keystone_authtoken] (or [service_user])
 of FILE, so the check goes through this region's catalog exactly as the service
-does. In every case the unit must also be running, and still the same process a
+does, and it verifies TLS with that section's cafile (or --cafile). In every case the unit must also be running, and still the same process a
 few seconds later: a worker that dies right after it first answered fails here.
 """
 import argparse
@@ -56,7 +57,8 @@ def session_from(config_file):
     auth = v3.Password(auth_url=get("auth_url"), username=get("username"), password=get("password"),
                        project_name=get("project_name"), user_domain_name=get("user_domain_name"),
                        project_domain_name=get("project_domain_name"))
-    return session.Session(auth=auth), get("region_name")
+    verify = get("cafile") if conf.has_option(section, "cafile") else True
+    return session.Session(auth=auth, verify=verify), get("region_name")
 
 
 def check_api(args):
@@ -79,6 +81,17 @@ def listed(args, path, key, good):
     return any(good(s) for s in found), f"{args.binary} on {args.host} in {region}: {state}"
 
 
+def tls_context(args):
+    import ssl
+    return ssl.create_default_context(cafile=args.cafile or None)
+
+
+def check_url(args):
+    import urllib.request
+    with urllib.request.urlopen(args.url, timeout=10, context=tls_context(args)) as response:
+        return response.status < 300, f"GET {args.url}: HTTP {response.status}"
+
+
 def check_token(args):
     import json
     import urllib.error
@@ -89,7 +102,7 @@ def check_token(args):
     request = urllib.request.Request(args.url.rstrip("/") + "/auth/tokens", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
     try:
-        urllib.request.urlopen(request, timeout=10)
+        urllib.request.urlopen(request, timeout=10, context=tls_context(args))
         return False, "a wrong password was accepted"
     except urllib.error.HTTPError as err:
         return err.code == 401, f"POST {args.url}auth/tokens: HTTP {err.code}"
@@ -102,6 +115,7 @@ CHECKS = {
     "volume-service": lambda a: listed(a, "/os-services", "services", lambda s: s.get("state") == "up"),
     "network-agent": lambda a: listed(a, "/v2.0/agents", "agents", lambda s: s.get("alive") is True),
     "token": check_token,
+    "url": check_url,
     "active": lambda a: (True, "running"),
 }
 
@@ -137,7 +151,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("unit")
     p.add_argument("kind", choices=sorted(CHECKS))
-    for option in ("--config", "--service-type", "--path", "--binary", "--host", "--url"):
+    for option in ("--config", "--service-type", "--path", "--binary", "--host", "--url", "--cafile"):
         p.add_argument(option, default="")
     p.add_argument("--timeout", type=float, default=180)
     args = p.parse_args()

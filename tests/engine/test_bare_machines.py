@@ -261,7 +261,8 @@ def test_tempest_passes_for_region_two(machines, machine_admin, tmp_path):
     tempest = tempest_command()
     env = dict(os.environ, HOME=str(tmp_path))
     subprocess.run([tempest, "init", str(workspace)], check=True, env=env, capture_output=True)
-    conf = render_tempest_conf(machine_admin, region, images, workspace / "logs")
+    conf = render_tempest_conf(machine_admin, region, images, workspace / "logs",
+                               machines.ca_file(machine_admin["caCert"]))
     (workspace / "etc" / "tempest.conf").write_text(conf)
     run = subprocess.run([tempest, "run", "--concurrency", "2",
                           "--include-list", str(TEMPEST_DIR / "include-list.txt"),
@@ -288,13 +289,14 @@ def tempest_command() -> str:
     return tempest
 
 
-def render_tempest_conf(admin, region, images, log_dir) -> str:
+def render_tempest_conf(admin, region, images, log_dir, ca_file) -> str:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     env = Environment(loader=FileSystemLoader(str(TEMPEST_DIR)), undefined=StrictUndefined)
     return env.get_template("tempest.conf.j2").render(
         region=region, keystone_v3=admin["authUrl"].rstrip("/"), admin_password=admin["password"],
-        image_ref=images[0], image_ref_alt=images[1], flavor_ref="42", flavor_ref_alt="43", log_dir=str(log_dir))
+        image_ref=images[0], image_ref_alt=images[1], flavor_ref="42", flavor_ref_alt="43", log_dir=str(log_dir),
+        ca_file=str(ca_file))
 
 
 # --- a region goes away cleanly -------------------------------------------------------------

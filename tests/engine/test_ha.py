@@ -34,7 +34,7 @@ def test_three_controllers_behind_a_vip(sandbox, cli, admin):
     config = {
         "region": "RegionHa", "keystone": {"stack": "region-one"}, "services": ["image", "placement"],
         "nodes": controllers(sandbox, NODES),
-        "nodeRoot": str(sandbox.dir / "nodes" / "{node}" / "root"), "serviceManager": "none",
+        "nodeRoot": str(sandbox.dir / "nodes" / "{node}" / "root"), "serviceManager": "none", "plainHttp": True,
         "virtualenv": __import__("sys").prefix,
         "ha": {"vip": VIP, "virtualRouterId": 77, "interface": host_interface(),
                "galeraProvider": "/usr/lib/galera/libgalera_smm.so"},  # Debian's path
@@ -147,7 +147,7 @@ def assert_router_id_77_is_refused_to_another_region(sandbox, cli, admin):
     clash = {
         "region": "RegionClash", "keystone": {"stack": "region-one"}, "services": ["image"],
         "nodes": controllers(sandbox, clash_nodes),
-        "nodeRoot": str(sandbox.dir / "nodes" / "{node}" / "root"), "serviceManager": "none",
+        "nodeRoot": str(sandbox.dir / "nodes" / "{node}" / "root"), "serviceManager": "none", "plainHttp": True,
         "virtualenv": __import__("sys").prefix,
         "ha": {"vip": f"{SUBNET}.101", "virtualRouterId": 77, "interface": host_interface(),
                "allowSmallGalera": True},
@@ -190,7 +190,7 @@ def test_keystone_on_three_controllers_behind_a_vip(sandbox, cli):
     config = {
         "region": "RegionKsHa", "keystone": {"node": "node7"}, "services": [],
         "nodes": controllers(sandbox, NODES),
-        "nodeRoot": str(sandbox.dir / "nodes" / "{node}" / "root"), "serviceManager": "none",
+        "nodeRoot": str(sandbox.dir / "nodes" / "{node}" / "root"), "serviceManager": "none", "plainHttp": True,
         "virtualenv": __import__("sys").prefix,
         "ha": {"vip": KEYSTONE_VIP, "virtualRouterId": 80, "interface": host_interface(),
                "galeraProvider": "/usr/lib/galera/libgalera_smm.so"},

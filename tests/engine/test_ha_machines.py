@@ -77,7 +77,7 @@ def test_the_region_boots_a_server_through_the_vip(machines, machine_admin, ha_r
     from tests.engine.test_bare_machines import allocation, boot_server, cli_json, provider_names
 
     endpoints = [e for e in cli_json(machines, machine_admin, None, "endpoint", "list") if e["Region"] == REGION]
-    assert endpoints and all(e["URL"].startswith(f"http://{vip(machines)}:") for e in endpoints
+    assert endpoints and all(e["URL"].startswith(f"https://{vip(machines)}:") for e in endpoints
                              if e["Service Type"] != "identity")
     services = {(s["Binary"], s["Host"]): s["State"]
                 for s in cli_json(machines, machine_admin, REGION, "compute", "service", "list")}

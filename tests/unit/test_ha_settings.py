@@ -65,7 +65,7 @@ def test_ha_graph_endpoints_on_vip_and_files_on_every_controller():
         "ha": {"vip": "172.16.181.30", "virtualRouterId": 51}, **HA_SECRETS,
     })
     urls = {e.inputs["url"] for e in rec.of_type("keystone:Endpoint") if "identity" not in e.name}
-    assert urls and all(u.startswith("http://172.16.181.30:") for u in urls)
+    assert urls and all(u.startswith("https://172.16.181.30:") for u in urls)
     names = {c.name for c in rec.of_type("remote:Command")}
     for i in (1, 2, 3):
         assert f"ha-ctl{i}-file-etc-keepalived-keepalived.conf" in names
@@ -95,9 +95,9 @@ def test_ha_admin_region_puts_keystone_behind_the_vip():
         "ha": {"vip": "172.16.181.30", "virtualRouterId": 51}, **HA_SECRETS,
     })
     identity = {e.inputs["url"] for e in rec.of_type("keystone:Endpoint") if "identity" in e.name}
-    assert identity == {"http://172.16.181.30:5000/v3/"}
+    assert identity == {"https://172.16.181.30:5000/v3/"}
     bootstrap = [c for c in rec.of_type("remote:Command") if c.name.endswith("keystone-bootstrap")][0]
-    assert "--bootstrap-public-url http://172.16.181.30:5000/v3/" in bootstrap.inputs["create"]
+    assert "--bootstrap-public-url https://172.16.181.30:5000/v3/" in bootstrap.inputs["create"]
     unit = [c for c in rec.of_type("remote:Command") if c.name.endswith("unit-keystone")][0]
     assert "http://172.16.181.31:5000/v3/" in unit.inputs["create"]  # readiness on the node itself
 

@@ -10,10 +10,13 @@ from collections import Counter
 import pulumi
 import pytest
 
+from components.certificates import new_ca
 from tests.sandbox import REPO
 from tests.unit.test_settings import KEY
 
 NS = "openstack-multiregion"
+# The Keystone stack's CA as its outputs give it (a real one: region stacks sign with it).
+CA_CERT, CA_KEY = new_ca("test CA")
 
 
 class Recorder(pulumi.runtime.Mocks):
@@ -24,16 +27,19 @@ class Recorder(pulumi.runtime.Mocks):
         self.resources.append(args)
         if args.typ == "pulumi:pulumi:StackReference":
             return f"{args.name}-id", {"outputs": {
-                "keystone": {"publicUrl": "http://192.168.80.83:5000/v3/"},
-                "adminAuth": {"authUrl": "http://192.168.80.83:5000/v3/", "password": "x"},
+                "keystone": {"publicUrl": "https://192.168.80.83:5000/v3/"},
+                "adminAuth": {"authUrl": "https://192.168.80.83:5000/v3/", "password": "x"},
                 "serviceIds": {t: f"id-{t}" for t in ("identity", "image", "network", "compute", "placement",
                                                       "volumev3")},
                 "serviceProjectId": "service-project-id",
+                "tlsCa": CA_CERT, "tlsCaKey": CA_KEY,
                 "sharedServicePasswords": {s: f"shared-{s}" for s in ("glance", "nova", "neutron", "cinder",
                                                                       "placement")},
             }}
         if args.typ.endswith("secrets:GeneratedSecret"):  # what its provider's create returns
             return f"{args.name}-id", {"length": args.inputs["length"], "value": f"generated-{args.name}"}
+        if args.typ.endswith(("tls:CertificateAuthority", "tls:Certificate")):
+            return f"{args.name}-id", {**args.inputs, "cert": CA_CERT, "key": f"key-of-{args.name}"}
         if args.typ.endswith("keystone:KeyRepository"):  # what its provider's create returns
             return f"{args.name}-id", {"count": args.inputs["count"], "keys": [f"key-{i}" for i in range(2)]}
         return f"{args.name}-id", dict(args.inputs)
@@ -85,10 +91,10 @@ def test_service_region_registers_region_endpoints_and_users():
     by_type = Counter(e.name.split("-")[1] for e in endpoints)
     assert by_type == {t: 3 for t in ("identity", "image", "network", "compute", "placement", "volumev3")}
     urls = {e.name: e.inputs["url"] for e in endpoints}
-    assert urls["region-identity-public"] == "http://192.168.80.83:5000/v3/"
-    assert urls["region-compute-internal"] == "http://192.168.80.85:8774/v2.1"
-    assert urls["region-volumev3-admin"] == "http://192.168.80.85:8776/v3/%(project_id)s"
-    assert urls["region-image-public"] == "http://192.168.80.85:9292"
+    assert urls["region-identity-public"] == "https://192.168.80.83:5000/v3/"
+    assert urls["region-compute-internal"] == "https://192.168.80.85:8774/v2.1"
+    assert urls["region-volumev3-admin"] == "https://192.168.80.85:8776/v3/%(project_id)s"
+    assert urls["region-image-public"] == "https://192.168.80.85:9292"
     users = sorted(u.inputs["user_name"] for u in rec.of_type("keystone:User"))
     assert users == ["cinder-RegionTwo", "glance-RegionTwo", "neutron-RegionTwo", "nova-RegionTwo",
                      "placement-RegionTwo"]
@@ -102,7 +108,7 @@ def test_service_region_registers_region_endpoints_and_users():
 def test_endpoint_address_overrides_controller():
     rec = run_program(dict(REGION_TWO, endpointAddress="172.16.181.30"))
     urls = {e.inputs["url"] for e in rec.of_type("keystone:Endpoint") if "identity" not in e.name}
-    assert all(u.startswith("http://172.16.181.30:") for u in urls)
+    assert all(u.startswith("https://172.16.181.30:") for u in urls)
 
 
 def test_shared_service_users_are_not_owned_by_a_service_region():
