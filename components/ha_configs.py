@@ -420,7 +420,8 @@ def tls_files(spec: HaSpec) -> dict[str, str]:
 # --- helpers ----------------------------------------------------------------------
 
 def _api_selectors() -> tuple[str, ...]:
-    return tuple(sel for service in registry.SERVICES if service.listens for sel in service.selectors)
+    """Every service a region may run (those without a listen block add none)."""
+    return tuple(sel for service in registry.SERVICES for sel in service.selectors)
 
 
 def _listens(apis: Iterable[str]) -> list[registry.Listen]:

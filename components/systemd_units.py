@@ -44,6 +44,7 @@ class Placeholders:
 
     def fill(self, command: str, **extra: str) -> str:
         values = {"venv": self.venv, "address": self.address, "host": self.host, "controller": self.controller,
+                  "scheme": "https" if self.ca_file else "http",
                   "ovs_datapath": self.ovs_datapath, "config": self.config, **self.service, **extra}
         return command.format(**values)
 

@@ -19,7 +19,10 @@ for stack in "${stacks[@]}"; do
   pulumi -C "$OMR_SANDBOX_PROJECT" up --yes --skip-preview --stack "$stack" --suppress-permalink
 done
 
-# The admin credential comes from the stack's secret output, into the environment only.
+# The admin credential comes from the stack's secret output, into the environment only;
+# the cloud's CA (every endpoint is HTTPS) into a file the client verifies with.
+export OS_CACERT="$OMR_SANDBOX/ca.pem"
+pulumi -C "$OMR_SANDBOX_PROJECT" stack output tlsCa --stack region-one > "$OS_CACERT"
 read -r OS_AUTH_URL OS_PASSWORD < <(pulumi -C "$OMR_SANDBOX_PROJECT" stack output adminAuth --show-secrets --json --stack region-one |
   python -c 'import json, sys; a = json.load(sys.stdin); print(a["authUrl"], a["password"])')
 export OS_AUTH_URL OS_PASSWORD OS_USERNAME=admin OS_PROJECT_NAME=admin OS_USER_DOMAIN_NAME=Default \

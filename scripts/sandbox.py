@@ -589,6 +589,8 @@ def stack_config(sb: Sandbox, stack: str) -> dict:
         f"{ns}:services": REGION_SERVICES,
         f"{ns}:nodes": nodes,
     }
+    if sb.kind == "machines" and n == 1:  # the one dashboard, beside the shared Keystone
+        config[f"{ns}:services"] = REGION_SERVICES + ["dashboard"]
     if sb.kind == "machines":  # real machines: services under their own systemd
         # No guests in containers (nova's fake driver) and no openvswitch kernel module
         # on this host (Open vSwitch's userspace datapath).

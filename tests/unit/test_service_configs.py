@@ -123,10 +123,11 @@ def test_volumev2_alone_still_configures_cinder(ctx):
     assert "/etc/cinder/cinder.conf" in controller_files(ctx, services=("volumev2",))
 
 
-def test_admin_region_gets_horizon_instead_of_the_redirect(ctx):
-    files = node_files(ctx, "192.168.80.83", ("controller",), ("dashboard",))
-    assert "/etc/openstack-dashboard/local_settings" in files
-    assert sc.DASHBOARD_REDIRECT not in files
+def test_the_dashboard_node_gets_horizon_and_its_own_web_root_page(ctx):
+    with_key = dataclasses.replace(ctx, extra={"dashboard_secret_key": "django-secret"})
+    files = node_files(with_key, "192.168.80.83", ("controller",), ("dashboard",))
+    assert "/etc/openstack-dashboard/local_settings.py" in files
+    assert 'URL=/dashboard/"' in files[sc.DASHBOARD_REDIRECT]
 
 
 def test_no_redirect_page_without_a_dashboard_url(ctx):
@@ -370,14 +371,17 @@ def python_assignments(source: str) -> dict[str, object]:
     return values
 
 
-def test_horizon_local_settings_lists_every_region_on_the_shared_keystone(ctx):
-    admin = dataclasses.replace(ctx, region="RegionOne", controller_address="192.168.80.83")
-    text = node_files(admin, "192.168.80.83", ("controller",), ("dashboard",))["/etc/openstack-dashboard/local_settings"]
+def test_horizon_takes_its_regions_from_the_catalog_of_the_shared_keystone(ctx):
+    admin = dataclasses.replace(ctx, region="RegionOne", controller_address="192.168.80.83",
+                                extra={"dashboard_secret_key": "django-secret"})
+    text = node_files(admin, "192.168.80.83", ("controller",), ("dashboard",))["/etc/openstack-dashboard/local_settings.py"]
     settings = python_assignments(text)
     assert settings["OPENSTACK_KEYSTONE_URL"] == "http://192.168.80.83:5000/v3"
-    assert settings["AVAILABLE_REGIONS"] == [("http://192.168.80.83:5000/v3", "RegionOne"),
-                                             ("http://192.168.80.83:5000/v3", "RegionTwo")]
+    # One Keystone: AVAILABLE_REGIONS would list Keystones; the picker reads the catalog.
+    assert "AVAILABLE_REGIONS" not in settings
+    assert settings["DEFAULT_SERVICE_REGIONS"] == {"*": "RegionOne"}
     assert settings["CACHES"]["default"]["LOCATION"] == [MEMCACHED]
+    assert settings["SECRET_KEY"] == "django-secret"
 
 
 def test_redirect_page_sends_region_two_to_the_admin_dashboard(ctx):
