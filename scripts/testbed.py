@@ -440,6 +440,7 @@ def ensure_rootfs(log: Callable[[str], None]) -> Path:
     target = base / f"debian12-{rootfs_key()}"
     if target.is_dir():
         return target
+    base.mkdir(parents=True, exist_ok=True)  # a new machine: debootstrap's log goes there
     with file_lock(f"rootfs-{target.name}", log, "the node root filesystem"):
         if target.is_dir():  # built while we waited
             return target
@@ -561,7 +562,10 @@ def ensure_wheelhouse(log: Callable[[str], None]) -> tuple[str, str]:
         # local directories; the package index (and the host's CA settings) stay.
         env = {k: v for k, v in os.environ.items() if k not in ("PIP_FIND_LINKS", "PIP_NO_INDEX")}
         # Exactly the pinned set: every dependency is pinned in the file too.
-        cmd = [str(builder_python(version)), "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(build)]
+        # PEP 517 builds: a package that ships only its source (ovs) builds in an isolated
+        # environment, without a `wheel` package in the builder.
+        cmd = [str(builder_python(version)), "-m", "pip", "wheel", "--quiet", "--no-deps", "--use-pep517",
+               "--wheel-dir", str(build)]
         for f in files:
             cmd += ["--requirement", str(f)]
         try:
