@@ -29,6 +29,11 @@ command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 [ -x /usr/sbin/apt-cacher-ng ] || need_apt+=(apt-cacher-ng)
 command -v ip >/dev/null || need_apt+=(iproute2)
+# The dashboard test: Debian's headless Chromium and its driver, and NSS's certutil to
+# make a fresh browser profile trust the cloud's CA.
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+command -v certutil >/dev/null || need_apt+=(libnss3-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing system packages: ${need_apt[*]} (run: sudo apt-get install -y ${need_apt[*]})"; exit 1

@@ -297,20 +297,3 @@ def render_tempest_conf(admin, region, images, log_dir, ca_file) -> str:
         region=region, keystone_v3=admin["authUrl"].rstrip("/"), admin_password=admin["password"],
         image_ref=images[0], image_ref_alt=images[1], flavor_ref="42", flavor_ref_alt="43", log_dir=str(log_dir),
         ca_file=str(ca_file))
-
-
-# --- a region goes away cleanly -------------------------------------------------------------
-
-def test_destroy_removes_region_two_and_stops_its_services(machines, machine_cli, machine_admin):
-    machine_cli.destroy("region-two")
-    regions = {r["Region"] for r in machines.openstack_json("region", "list", auth=machine_admin)}
-    assert regions == {"RegionOne"}
-    endpoints = machines.openstack_json("endpoint", "list", auth=machine_admin)
-    assert {e["Region"] for e in endpoints} == {"RegionOne"}
-    controller, compute = NODES["RegionTwo"]
-    for node, units in ((controller, ("nova-api", "placement-api", "glance-api", "mariadb")),
-                        (compute, ("nova-compute",))):
-        states = machines.ssh(node, "systemctl is-active " + " ".join(units) + " || true").split()
-        assert set(states) == {"inactive"}, (node, states)
-    # RegionOne still boots a server.
-    assert cli_json(machines, machine_admin, "RegionOne", "compute", "service", "list")
