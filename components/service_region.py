@@ -60,7 +60,7 @@ class ServiceRegion(pulumi.ComponentResource):
         service_ids = pulumi.Output.from_input(args.service_ids)
         self._endpoint_list: list[tuple[str, str, identity.Endpoint]] = []
         for service_type, url in [("identity", args.keystone_url),
-                                  *((t, service_url(s, t)) for t in s.services)]:
+                                  *((t, service_url(s, t)) for t in s.catalog_types)]:
             service_id = service_ids.apply(lambda ids, t=service_type: _service_id(ids, t))
             for interface in registry.INTERFACES:
                 ep = identity.Endpoint(f"{name}-{service_type}-{interface}", auth=args.auth, service_id=service_id,

@@ -180,6 +180,11 @@ class Settings:
         return not self.plain_http
 
     @property
+    def catalog_types(self) -> tuple[str, ...]:
+        """The services that have endpoints in the catalog (not `dashboard`)."""
+        return tuple(t for t in self.services if t in registry.region_service_types())
+
+    @property
     def scheme(self) -> str:
         return "https" if self.tls else "http"
 

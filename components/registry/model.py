@@ -27,7 +27,7 @@ class CatalogEntry:
     name: str  # "nova"
     description: str
     port: int
-    path: str = ""  # appended to http://<address>:<port>, e.g. "/v2.1"
+    path: str = ""  # appended to <scheme>://<address>:<port>, e.g. "/v2.1"
     legacy: bool = False  # registered only when a stack asks for it (volumev2)
 
 
