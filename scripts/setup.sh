@@ -34,6 +34,7 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 command -v certutil >/dev/null || need_apt+=(libnss3-tools)
+[ -d /usr/share/fonts/truetype/liberation ] || need_apt+=(fonts-liberation)  # readable screenshots
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing system packages: ${need_apt[*]} (run: sudo apt-get install -y ${need_apt[*]})"; exit 1
