@@ -32,6 +32,9 @@ CONSTRAINTS_ON_NODE = "/etc/openstack-multiregion/constraints.txt"
 BASE_APT = ("python3-venv", "ca-certificates")
 CONTROLLER_APT = ("mariadb-server", "rabbitmq-server", "memcached")
 HA_APT = ("galera-4", "rsync", "haproxy", "keepalived", "psmisc")  # psmisc: keepalived's check (killall)
+# With TLS, Galera's rsync state transfer is encrypted through stunnel (it reads the
+# server's certificate from [mysqld]) and refuses to run without it.
+HA_TLS_APT = ("stunnel4",)
 # The WSGI server and the clients every service's configuration names.
 RUNTIME_PIP = ("gunicorn", "PyMySQL", "python-memcached", "pymemcache")
 
@@ -60,7 +63,8 @@ def runs_keystone(settings: Settings, spec: NodeSpec) -> bool:
 def apt_packages(settings: Settings, spec: NodeSpec) -> list[str]:
     packages = list(BASE_APT)
     if "controller" in spec.roles:
-        packages += CONTROLLER_APT + (HA_APT if settings.ha else ())
+        packages += CONTROLLER_APT + (HA_APT if settings.ha else ()) + (HA_TLS_APT if settings.ha and settings.tls
+                                                                        else ())
     for entry in node_services(settings, spec):
         packages += entry.packages("apt", spec.roles, settings.compute.driver)
     return list(dict.fromkeys(packages))
