@@ -44,12 +44,18 @@ def infrastructure(secrets: RegionSecrets, after: list) -> HaCluster | ControlPl
     return None
 
 
-def node_tls(keystone_ca=None, keystone_ca_key=None) -> RegionTls | None:
-    """The nodes' CA and certificates, on real nodes unless plainHttp."""
+def node_tls(keystone_ref: pulumi.StackReference | None = None) -> RegionTls | None:
+    """The nodes' CA and certificates, on real nodes unless plainHttp; a region stack
+    trusts the Keystone stack's CA and signs with it (unless it brings its own)."""
     if not (settings.tls and software):
         return None
-    return RegionTls("tls", RegionTlsArgs(settings=settings, ssh_private_key=ssh_key, keystone_ca=keystone_ca,
-                                          keystone_ca_key=keystone_ca_key, depends_on=installed))
+    ca = key = None
+    if keystone_ref is not None:
+        ca = keystone_ref.get_output("tlsCa").apply(lambda pem: pem or "")
+        key = pulumi.Output.secret(keystone_ref.get_output("tlsCaKey")).apply(
+            lambda pem: pem or keystone_stack_signs_nothing())
+    return RegionTls("tls", RegionTlsArgs(settings=settings, ssh_private_key=ssh_key, keystone_ca=ca,
+                                          keystone_ca_key=key, depends_on=installed))
 
 
 # Real nodes get their software first: packages and the OpenStack virtualenv.
@@ -107,9 +113,7 @@ else:
     service_ids = ref.require_output("serviceIds")
     service_project_id = ref.require_output("serviceProjectId")
     depends_on = []
-    tls = node_tls(ref.get_output("tlsCa").apply(lambda ca: ca or ""),
-                   pulumi.Output.secret(ref.get_output("tlsCaKey")).apply(
-                       lambda key: key or keystone_stack_signs_nothing()))
+    tls = node_tls(ref)
     tls_ready = tls.all_ready if tls else []
     secrets = RegionSecrets("secrets", RegionSecretsArgs(
         settings=settings, service_password_override=service_password_override,
