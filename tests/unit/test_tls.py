@@ -141,3 +141,35 @@ def test_the_ca_bundle_holds_each_certificate_once():
     two, _ = new_ca("two")
     bundle = ca_bundle(one, two, one)
     assert bundle.count("BEGIN CERTIFICATE") == 2
+
+
+# --- config: TLS by default, plain HTTP only when asked, the operator's material whole --------
+
+def test_tls_is_the_default_and_plain_http_must_be_asked_for():
+    from components.settings import parse
+    from tests.unit.test_settings import valid
+    assert parse(valid()).scheme == "https"
+    assert parse(valid(plainHttp="true")).scheme == "http"
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"serviceManager": "none", "virtualenv": "/opt/venv"}, "plainHttp"),
+    ({"tlsCertificate": "-----BEGIN CERTIFICATE-----\nsecret-cert"}, "tlsCa"),
+    ({"plainHttp": "true", "tlsCa": "-----BEGIN CERTIFICATE-----\nx", "tlsCertificate": "-----BEGIN x",
+      "tlsPrivateKey": "-----BEGIN PRIVATE KEY-----\nsecret-key"}, "tlsCa"),
+    ({"tlsCa": "not pem at all", "tlsCertificate": "-----BEGIN x", "tlsPrivateKey": "-----BEGIN y"}, "tlsCa"),
+])
+def test_tls_config_mistakes_name_the_key_and_never_the_secret(raw, key):
+    from components.settings import ConfigError, parse
+    from tests.unit.test_settings import valid
+    with pytest.raises(ConfigError) as err:
+        parse(valid(**raw))
+    message = str(err.value)
+    assert f"openstack-multiregion:{key} " in message
+    assert "secret-cert" not in message and "secret-key" not in message and "not pem at all" not in message
+
+
+def test_admin_openrc_and_clouds_yaml_carry_the_ca(tls_ctx):
+    files = node_files(tls_ctx, CONTROLLER, ("controller",), ALL_SERVICES, "ctl2")
+    assert f"export OS_CACERT={CA_FILE}" in files["/root/admin-openrc"]
+    assert f'cacert: "{CA_FILE}"' in files["/etc/openstack/clouds.yaml"]
