@@ -71,7 +71,7 @@ class RegionTls(pulumi.ComponentResource):
         self.ca_key = None
         config = pulumi.Config(NAMESPACE)
         if s.tls_given:
-            self.ca_cert = config.require_secret("tlsCa").apply(lambda v: v)
+            self.ca_cert = config.require_secret("tlsCa")
             given = pulumi.Output.all(config.require_secret("tlsCertificate"), config.require_secret("tlsPrivateKey"))
             server = {n.name: pulumi.Output.secret(given.apply(lambda v: v[0].strip() + "\n" + v[1].strip() + "\n"))
                       for n in s.controllers}
@@ -82,7 +82,6 @@ class RegionTls(pulumi.ComponentResource):
                 self.ca_cert, self.ca_key = ca.cert, ca.key
             else:
                 self.ca_cert = pulumi.Output.from_input(args.keystone_ca)
-                self.ca_key = None
             signing_key = self.ca_key if args.keystone_ca is None else pulumi.Output.secret(args.keystone_ca_key)
             server = {n.name: self._server_pem(name, s, n, self.ca_cert, signing_key) for n in s.controllers}
         self.bundle = pulumi.Output.all(self.ca_cert, args.keystone_ca or "").apply(lambda v: ca_bundle(*v))

@@ -135,24 +135,12 @@ def pid_alive(pidfile: Path) -> int | None:
         return None
 
 
-def children_of(pid: int) -> list[int]:
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return kids
-
-
 def stop_pid(pidfile: Path, sig: int = signal.SIGTERM, wait: float = 10.0) -> None:
     pid = pid_alive(pidfile)
     if pid:
         # Collected before the signal: a master killed after the grace period
         # (gunicorn waits for its workers) would otherwise orphan them.
-        kids = children_of(pid)
+        kids = testbed.children_of(pid)
         os.kill(pid, sig)
         deadline = time.time() + wait
         while time.time() < deadline and pid_alive(pidfile):
