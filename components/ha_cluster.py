@@ -162,8 +162,11 @@ def systemd_cluster_steps(s: Settings, first: bool, sql: pulumi.Output,
     the cluster (a state transfer from a member) and joins RabbitMQ's after a restart
     that picks up the shared Erlang cookie."""
     head = s.controllers[0].name
+    # The controllers by their config names, before RabbitMQ (re)starts as rabbit@<name>.
+    names = ha.hosts_command(ha.HaController(c.name, c.address) for c in s.controllers)
+    hosts = NodeStep("cluster-hosts", names)
     if first:
-        steps = [NodeStep("cluster-bootstrap", (
+        steps = [hosts, NodeStep("cluster-bootstrap", (
             f"set -e; case \"$({_GALERA_STATE})\" in *Primary*) ;; *) systemctl stop mariadb; galera_new_cluster ;; "
             f"esac; "
             f"{_WAIT_SYNCED}; "
@@ -176,7 +179,7 @@ def systemd_cluster_steps(s: Settings, first: bool, sql: pulumi.Output,
             steps.append(NodeStep("rabbitmq-user", rabbitmq_user_command(), stdin=rabbitmq_password,
                                   triggers=[content_hash(rabbitmq_password)]))
         return steps
-    return [NodeStep("cluster-join", (
+    return [hosts, NodeStep("cluster-join", (
         f"set -e; state=\"$({_GALERA_STATE})\"; case \"$state\" in *Primary*) ;; "
         f"*) systemctl restart mariadb ;; esac; {_WAIT_SYNCED}; "
         f"if ! rabbitmqctl -q cluster_status 2>/dev/null | grep -q 'rabbit@{head}'; then "

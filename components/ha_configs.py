@@ -46,6 +46,9 @@ GALERA_CNF = "/etc/mysql/mariadb.conf.d/60-galera.cnf"
 MEMCACHED_CONF = "/etc/memcached.conf"
 RABBITMQ_CONF = "/etc/rabbitmq/rabbitmq.conf"
 RABBITMQ_ENABLED_PLUGINS = "/etc/rabbitmq/enabled_plugins"  # only with rabbitmq_management
+# RabbitMQ's node name is the node's config name (rabbit@<name>), whatever the machine's
+# hostname; the controllers find each other by those names through HOSTS_BLOCK.
+RABBITMQ_ENV = "/etc/rabbitmq/rabbitmq-env.conf"
 ERLANG_COOKIE = "/var/lib/rabbitmq/.erlang.cookie"  # the secret itself, no template
 SYSCTL_CONF = "/etc/sysctl.d/60-openstack-ha.conf"  # haproxy binds the VIP on nodes without it
 
@@ -57,6 +60,7 @@ HA_UNITS: dict[str, tuple[str, ...]] = {
     GALERA_CNF: ("mariadb",),
     RABBITMQ_CONF: ("rabbitmq-server",),
     RABBITMQ_ENABLED_PLUGINS: ("rabbitmq-server",),
+    RABBITMQ_ENV: ("rabbitmq-server",),
     ERLANG_COOKIE: ("rabbitmq-server",),
     SYSCTL_CONF: ("systemd-sysctl",),
     MEMCACHED_CONF: ("memcached",),
@@ -70,6 +74,7 @@ HA_FILE_MODES: dict[str, tuple[str, str, str]] = {
     GALERA_CNF: ("root", "root", "0644"),
     RABBITMQ_CONF: ("root", "rabbitmq", "0644"),
     RABBITMQ_ENABLED_PLUGINS: ("root", "rabbitmq", "0644"),
+    RABBITMQ_ENV: ("root", "rabbitmq", "0644"),
     ERLANG_COOKIE: ("rabbitmq", "rabbitmq", "0400"),
     SYSCTL_CONF: ("root", "root", "0644"),
     MEMCACHED_CONF: ("root", "root", "0644"),
@@ -291,6 +296,8 @@ def ha_node_files(spec: HaSpec, controller: HaController) -> dict[str, str]:
         HAPROXY_CFG: haproxy_cfg(spec, controller),
         GALERA_CNF: galera_cnf(spec, controller),
         RABBITMQ_CONF: rabbitmq_conf(spec, controller),
+        RABBITMQ_ENV: "# Managed by openstack-multiregion (Pulumi); local edits are overwritten.\n"
+                      f"NODENAME=rabbit@{controller.name}\n",
         # Every controller's memcached: services list them all in memcached_servers.
         MEMCACHED_CONF: _render("memcached/memcached.conf.j2", {"region": spec.region, "address": controller.address}),
         SYSCTL_CONF: "# Managed by openstack-multiregion (Pulumi); local edits are overwritten.\n"
@@ -302,6 +309,23 @@ def ha_node_files(spec: HaSpec, controller: HaController) -> dict[str, str]:
     if spec.rabbitmq_management:
         files[RABBITMQ_ENABLED_PLUGINS] = "[rabbitmq_management].\n"
     return files
+
+
+HOSTS_MARK = "# openstack-multiregion"
+
+
+def hosts_block(controllers: Iterable[HaController]) -> str:
+    """/etc/hosts lines naming every controller by its config name (RabbitMQ's
+    distribution resolves rabbit@<name>), each marked so a rerun replaces them."""
+    return "".join(f"{c.address} {c.name} {HOSTS_MARK}\n" for c in controllers)
+
+
+def hosts_command(controllers: Iterable[HaController]) -> str:
+    """Replace the marked lines of /etc/hosts with hosts_block, keeping every other line
+    (the operator's own). Written beside it and renamed: a reader never sees half a file."""
+    block = hosts_block(controllers).replace("'", "")
+    return (f"set -e; tmp=$(mktemp /etc/.hosts.XXXXXX); grep -v -F '{HOSTS_MARK}' /etc/hosts > \"$tmp\" || true; "
+            f"printf '%s' '{block}' >> \"$tmp\"; chmod 0644 \"$tmp\"; cat \"$tmp\" > /etc/hosts; rm -f \"$tmp\"")
 
 
 def transport_url(user: str, password: str, controllers: Iterable[Union[HaController, str]],

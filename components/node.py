@@ -50,6 +50,7 @@ class NodeUnit:
     ready_url: Optional[str] = None  # wait until this URL answers after a (re)start
     ready_command: str = ""  # or run this after a (re)start: it exits 0 once the unit really works
     triggers: Sequence[pulumi.Input[str]] = ()  # more reasons to restart it than its files' content
+    needs: Sequence[str] = ()  # units of this node that must be ready before it (re)starts
 
 
 @dataclass
@@ -101,6 +102,30 @@ def _push_file_command(target: str, mode: str, group: str, owner: str = "root") 
             f"mv -f \"$tmp\" {t}")
 
 
+def units_in_start_order(units: Sequence[NodeUnit]) -> list[NodeUnit]:
+    """The units, each after the units of this node it needs (otherwise in the given
+    order). A cycle is a registry mistake, named."""
+    by_name = {u.name: u for u in units}
+    ordered: list[NodeUnit] = []
+    visiting: set[str] = set()
+
+    def visit(unit: NodeUnit) -> None:
+        if any(u.name == unit.name for u in ordered):
+            return
+        if unit.name in visiting:
+            raise ValueError(f"units {sorted(visiting)} need each other: no start order exists")
+        visiting.add(unit.name)
+        for name in unit.needs:
+            if name in by_name:
+                visit(by_name[name])
+        visiting.discard(unit.name)
+        ordered.append(unit)
+
+    for unit in units:
+        visit(unit)
+    return ordered
+
+
 class Node(pulumi.ComponentResource):
     """A node of a region, configured over SSH from its role's files and units."""
 
@@ -128,8 +153,10 @@ class Node(pulumi.ComponentResource):
                                 delete=step.delete, timeout=step.timeout, depends_on=after)
             self.steps[step.name] = cmd
             after = after + [cmd]
-        self.units = {u.name: self._unit(u, [hashes[p] for p in u.files] + list(u.triggers), after)
-                      for u in args.units}
+        self.units: dict[str, Command] = {}
+        for u in units_in_start_order(args.units):
+            needed = [self.units[n] for n in u.needs if n in self.units]
+            self.units[u.name] = self._unit(u, [hashes[p] for p in u.files] + list(u.triggers), after + needed)
         # What callers depend on to know the node is configured and its services run.
         self.ready: list[pulumi.Resource] = after + list(self.units.values())
         self.register_outputs({"node": spec.name, "files": list(self.files)})

@@ -206,7 +206,7 @@ def _systemd(s: Settings, spec: NodeSpec, entries: Sequence[ServiceDefinition], 
             setup = [step.command for step in steps if step.name.startswith(f"{entry.name}-")]
             triggers = (setup if unit.packaged else []) + ([tls_trigger] if tls_trigger is not None else [])
             units.append(NodeUnit(unit.name, files=tuple(reads + own), triggers=triggers,
-                                  ready_command=ready_command(entry, unit, at)))
+                                  ready_command=ready_command(entry, unit, at), needs=unit.needs))
     return files, steps, units
 
 

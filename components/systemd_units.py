@@ -87,7 +87,7 @@ def exec_start(unit: Unit, at: Placeholders) -> str:
 def unit_file(entry: ServiceDefinition, unit: Unit, at: Placeholders) -> str:
     return render("systemd/service.j2", description=unit.description or f"OpenStack {unit.name}",
                   user=entry.name, exec_start=exec_start(unit, at), environment=list(unit.environment),
-                  after=[*unit.after, "mariadb.service", "rabbitmq-server.service", "memcached.service"])
+                  after=[*unit.after, *(f"{n}.service" for n in unit.needs), "mariadb.service", "rabbitmq-server.service", "memcached.service"])
 
 
 def ready_command(entry: ServiceDefinition, unit: Unit, at: Placeholders, keystone_url: str = "") -> str:

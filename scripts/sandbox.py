@@ -560,17 +560,28 @@ def region_index(stack: str) -> int:
     raise SystemExit(f"[sandbox] stack name {stack!r}: expected region-<n> or region-<one..ten>")
 
 
+def config_node_name(sb: Sandbox, machine: str, region: int, role: str) -> str:
+    """The name a stack gives a node. On the test bed it is NOT the machine's hostname
+    (node<i>), as an operator's names often are not: every service must register under
+    the config name (r<n>-ctl, r<n>-cmp). The loopback sandbox keeps the machine's."""
+    if sb.kind != "machines":
+        return machine
+    return f"r{region}-{'ctl' if role == 'controller' else 'cmp'}"
+
+
 def stack_config(sb: Sandbox, stack: str) -> dict:
     """Region n runs on nodes 2n-1 (controller) and 2n (compute); region-one hosts Keystone."""
     n = region_index(stack)
-    names = [f"node{2 * n - 1}", f"node{2 * n}"]
+    machines = [f"node{2 * n - 1}", f"node{2 * n}"]
     by_name = {node.name: node for node in sb.nodes}
-    missing = [m for m in names if m not in by_name]
+    missing = [m for m in machines if m not in by_name]
     if missing:
         raise SystemExit(f"[sandbox] {stack} needs {', '.join(missing)}: run 'sandbox.py up --nodes {2 * n}'")
     ns = "openstack-multiregion"
-    nodes = [{"name": m, "address": by_name[m].address, "sshPort": by_name[m].port, "hostKey": by_name[m].host_key,
-              "roles": ["controller"] if i == 0 else ["compute"]} for i, m in enumerate(names)]
+    roles = ["controller", "compute"]
+    names = [config_node_name(sb, m, n, role) for m, role in zip(machines, roles)]
+    nodes = [{"name": name, "address": by_name[m].address, "sshPort": by_name[m].port,
+              "hostKey": by_name[m].host_key, "roles": [role]} for name, m, role in zip(names, machines, roles)]
     config = {
         f"{ns}:region": "RegionOne" if n == 1 else f"Region{NUMBERS[n - 1].capitalize() if n <= 10 else n}",
         f"{ns}:keystone": {"node": names[0]} if n == 1 else {"stack": "region-one"},

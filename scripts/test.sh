@@ -4,7 +4,9 @@
 # to pytest, e.g. `scripts/test.sh -m "not engine"` for the fast ones only.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+start=$(date +%s)
 env_file=$(bash "$here/scripts/setup.sh" | tail -n 1)
+echo "[timing] setup (toolchain, Python environments; cached after the first run): $(( $(date +%s) - start ))s"
 # shellcheck source=/dev/null
 . "$env_file"
 cd "$here"

@@ -2,10 +2,12 @@
 sandbox (real Keystone, real sshd nodes on loopback) created for the session."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,42 @@ from tests.sandbox import (MACHINES_SUBNET, PRINTABLE_PASSWORDS, SUBNET, Command
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "engine: runs the real Pulumi engine against the sandbox (slow)")
+    config.addinivalue_line("markers", "last: changes the shared test-bed cloud for good (CA rotation, destroy): "
+                                       "runs after every other test")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that change the shared cloud for good run last; the rest keep their order."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+
+
+PHASES: list[tuple[str, float]] = []  # (phase, seconds): deployments the fixtures make
+MODULE_SECONDS: dict[str, float] = {}  # test module -> setup + call + teardown seconds
+
+
+@contextlib.contextmanager
+def timed(phase: str):
+    """Records how long a phase of the run took, for the per-phase timings at the end."""
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        PHASES.append((phase, time.monotonic() - start))
+
+
+def pytest_runtest_logreport(report):
+    module = report.nodeid.split("::")[0]
+    MODULE_SECONDS[module] = MODULE_SECONDS.get(module, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Per-phase timings: the shared deployments, then each test module (which includes
+    the deployments its fixtures made first)."""
+    terminalreporter.section("per-phase timings")
+    for phase, seconds in PHASES:
+        terminalreporter.write_line(f"{seconds:7.0f}s  {phase}")
+    for module, seconds in sorted(MODULE_SECONDS.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"{seconds:7.0f}s  {module}")
 
 
 @pytest.fixture(scope="session")
@@ -65,22 +103,40 @@ def machines() -> SandboxInfo:
 
 @pytest.fixture(scope="session")
 def machine_cli(machines) -> PulumiCli:
-    """region-one (the shared Keystone + RegionOne) and region-two brought up from the
-    bare machines with `pulumi up`: everything installed, configured and started.
+    """The test bed's cloud, deployed once per run: region-one (the shared Keystone and
+    RegionOne) from bare machines with `pulumi up`, then region-two and the `ha` region
+    (tests/engine/test_ha_machines.py) from bare machines AT THE SAME TIME, as two
+    operators would. Every node is named unlike its machine's hostname.
 
     region-two's passwords (every service user, database user, RabbitMQ, the metadata
     secret) are the operator's, made of every printable ASCII character and each
     holding a canary; its `up` runs with every process command line on the host and on
     its nodes sampled (cli.seen_command_lines, cli.up_output)."""
+    from tests.engine.test_ha_machines import write_ha_stack
+
     cli = PulumiCli(machines)
-    cli.write_stack_config("region-one")
-    cli.up("region-one", timeout=1800)
+    with timed("deploy region-one"):
+        cli.write_stack_config("region-one")
+        cli.up("region-one", timeout=1800)
     cli.write_stack_config("region-two")
     cli.set_secret("region-two", "passwords", json.dumps(PRINTABLE_PASSWORDS))
-    with CommandLineSampler(machines, ("node3", "node4")) as sampler:
-        cli.up_output = cli.up("region-two", timeout=1800)
+    ha_stack = write_ha_stack(machines, cli)
+    with timed("deploy region-two and the ha region at once"), \
+            CommandLineSampler(machines, ("r2-ctl", "r2-cmp")) as sampler:
+        results = at_once({"region-two": lambda: cli.up("region-two", timeout=2400),
+                           ha_stack: lambda: cli.up(ha_stack, timeout=2400)})
     cli.seen_command_lines = sampler.seen
+    cli.up_output = results["region-two"]
     return cli
+
+
+def at_once(runs: dict) -> dict:
+    """Run each callable in its own thread; their results by name, or the first error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        futures = {name: pool.submit(run) for name, run in runs.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 @pytest.fixture(scope="session")

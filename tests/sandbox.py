@@ -29,6 +29,21 @@ PRINTABLE_PASSWORDS = {
 MACHINES_SUBNET = os.environ.get("OMR_MACHINES_SUBNET", "198.18.78")
 
 
+# A stack's node name -> the test bed's machine (its hostname), for names a test gives
+# its own stacks; region n of `sandbox.py stack-config` is r<n>-ctl / r<n>-cmp.
+MACHINE_ALIASES: dict[str, str] = {}
+
+
+def machine_name(node: str) -> str:
+    """The machine behind a node name of a stack (or the machine's own name)."""
+    import re
+
+    match = re.fullmatch(r"r(\d+)-(ctl|cmp)", node)
+    if match:
+        return f"node{2 * int(match[1]) - (1 if match[2] == 'ctl' else 0)}"
+    return MACHINE_ALIASES.get(node, node)
+
+
 @dataclass
 class SandboxInfo:
     dir: Path
@@ -56,7 +71,7 @@ class SandboxInfo:
 
     def node_file(self, node: str, path: str) -> Path:
         """A file of a node as the host sees it (its file root, or its container's root)."""
-        root = next(n["root"] for n in self.nodes if n["name"] == node)
+        root = next(n["root"] for n in self.nodes if n["name"] == machine_name(node))
         return Path(root) / path.lstrip("/")
 
     def openstack(self, *args: str, region: str | None = None, check: bool = True,
@@ -99,7 +114,7 @@ class SandboxInfo:
         """Run a command as root on a node over SSH (its pinned host key); stdout."""
         from components import remote
 
-        spec = next(n for n in self.nodes if n["name"] == node)
+        spec = next(n for n in self.nodes if n["name"] == machine_name(node))
         connection = {"node": node, "host": spec["address"], "port": spec["port"], "user": "root",
                       "private_key": self.private_key, "host_key": spec["host_key"]}
         try:

@@ -12,6 +12,7 @@ def cinder_conf(ctx: RegionContext, node: NodeContext) -> dict:
     return {
         "region": ctx.region,
         "transport_url": ctx.transport_url,
+        "host": node.host,
         "my_ip": node.address,
         # This region's glance: without it a volume created from an image fails with
         # "Invalid image identifier" (seed 000, step 8).

@@ -108,6 +108,11 @@ class Unit:
     ready: Ready = Ready("active")
     environment: tuple[tuple[str, str], ...] = ()
     after: tuple[str, ...] = ()  # systemd units it starts after (mariadb.service, ...)
+    # Units (of any service) that must be READY before this one starts, because it
+    # exits at start without them: nova-conductor calls placement at start. On the same
+    # node the program restarts it only after their readiness check passed, and systemd
+    # orders it after them at boot.
+    needs: tuple[str, ...] = ()
     packaged: bool = False  # a unit the distribution's package ships (ovn-controller): not written
 
 

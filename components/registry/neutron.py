@@ -16,6 +16,7 @@ def neutron_conf(ctx: RegionContext, node: NodeContext) -> dict:
     return {
         "region": ctx.region,
         "transport_url": ctx.transport_url,
+        "host": node.host,
         "bind_host": node.address,
         "database_connection": ctx.database_connections.get("neutron"),
         "keystone_authtoken": ctx.authtoken("neutron"),

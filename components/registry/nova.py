@@ -48,9 +48,11 @@ def sudoers(ctx: RegionContext, node: NodeContext) -> dict:
     return {"venv": ctx.venv}
 
 
-def nova_service(binary: str, roles: tuple[str, ...], description: str, after: tuple[str, ...] = ()) -> Unit:
+def nova_service(binary: str, roles: tuple[str, ...], description: str, after: tuple[str, ...] = (),
+                 needs: tuple[str, ...] = ()) -> Unit:
     return Unit(binary, roles, (NOVA_CONF,), command=f"{{venv}}/bin/{binary} --config-file {NOVA_CONF}",
-                description=description, ready=Ready("compute-service", "compute", binary=binary), after=after)
+                description=description, ready=Ready("compute-service", "compute", binary=binary), after=after,
+                needs=needs)
 
 
 SERVICE = ServiceDefinition(
@@ -69,8 +71,10 @@ SERVICE = ServiceDefinition(
              wsgi=Wsgi("nova.wsgi.osapi_compute", PORT, "/etc/nova", (("OS_NOVA_CONFIG_DIR", "{config_dir}"),),
                        shipped_files=("api-paste.ini",)),
              ready=Ready("api", "compute", "/flavors")),
-        nova_service("nova-conductor", ("controller",), "OpenStack Compute conductor"),
-        nova_service("nova-scheduler", ("controller",), "OpenStack Compute scheduler"),
+        # Both exit at start when placement does not answer yet ("The placement service
+        # for ... exists but does not have any supported versions").
+        nova_service("nova-conductor", ("controller",), "OpenStack Compute conductor", needs=("placement-api",)),
+        nova_service("nova-scheduler", ("controller",), "OpenStack Compute scheduler", needs=("placement-api",)),
         nova_service("nova-compute", ("compute",), "OpenStack Compute", after=("ovn-controller.service",)),
     ),
     listens=(

@@ -27,6 +27,9 @@ import sys
 import time
 
 SETTLE_SECONDS = 3
+# This tool runs right after `systemctl restart` returned, so a heartbeat written after
+# it started comes from the new process.
+STARTED = time.time()
 CRASH_LOOP = 3  # automatic restarts after which the unit is not coming up
 
 
@@ -58,7 +61,9 @@ def session_from(config_file):
                        project_name=get("project_name"), user_domain_name=get("user_domain_name"),
                        project_domain_name=get("project_domain_name"))
     verify = get("cafile") if conf.has_option(section, "cafile") else True
-    return session.Session(auth=auth, verify=verify), get("region_name")
+    # The timeout covers the token request too: a Keystone that never answers fails the
+    # check (and the readiness window) instead of hanging it.
+    return session.Session(auth=auth, verify=verify, timeout=10), get("region_name")
 
 
 def check_api(args):
@@ -70,6 +75,23 @@ def check_api(args):
     return response.status_code < 300, f"GET {args.path} on {args.service_type} in {region}: HTTP {response.status_code}"
 
 
+def heartbeat_after(since):
+    """A service list entry whose heartbeat (updated_at, UTC) is newer than `since`
+    (epoch seconds): right after a restart the OLD process's last heartbeat still reads
+    `up` for up to a minute, so `up` alone proves nothing about the new one. The
+    database keeps whole seconds, so only a stamp in a later second than `since` is
+    surely newer (the next heartbeat comes within report_interval, 10 s)."""
+    from datetime import datetime, timezone
+
+    def fresh(entry):
+        stamp = entry.get("updated_at")
+        if not stamp:
+            return False
+        when = datetime.fromisoformat(stamp.replace("Z", "")).replace(tzinfo=timezone.utc).timestamp()
+        return when >= int(since) + 1
+    return fresh
+
+
 def listed(args, path, key, good):
     sess, region = session_from(args.config)
     response = sess.get(path, endpoint_filter={"service_type": args.service_type, "interface": "internal",
@@ -77,7 +99,8 @@ def listed(args, path, key, good):
     if response.status_code >= 300:
         return False, f"GET {path} in {region}: HTTP {response.status_code}"
     found = [s for s in response.json().get(key, []) if s.get("binary") == args.binary and s.get("host") == args.host]
-    state = ", ".join(str({k: s.get(k) for k in ("state", "status", "alive")}) for s in found) or "not listed"
+    state = ", ".join(str({k: s.get(k) for k in ("state", "status", "alive", "updated_at")}) for s in found) \
+        or "not listed"
     return any(good(s) for s in found), f"{args.binary} on {args.host} in {region}: {state}"
 
 
@@ -111,8 +134,10 @@ def check_token(args):
 CHECKS = {
     "api": check_api,
     "compute-service": lambda a: listed(a, "/os-services", "services",
-                                        lambda s: s.get("state") == "up" and s.get("status") == "enabled"),
-    "volume-service": lambda a: listed(a, "/os-services", "services", lambda s: s.get("state") == "up"),
+                                        lambda s: s.get("state") == "up" and s.get("status") == "enabled"
+                                        and heartbeat_after(STARTED)(s)),
+    "volume-service": lambda a: listed(a, "/os-services", "services",
+                                       lambda s: s.get("state") == "up" and heartbeat_after(STARTED)(s)),
     "network-agent": lambda a: listed(a, "/v2.0/agents", "agents", lambda s: s.get("alive") is True),
     "token": check_token,
     "url": check_url,

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.sandbox import CANARY, REPO
+from tests.sandbox import CANARY, REPO, machine_name
 
 pytestmark = pytest.mark.engine
 
-NODES = {"RegionOne": ("node1", "node2"), "RegionTwo": ("node3", "node4")}  # (controller, compute)
+# (controller, compute) by their stack names, unlike the machines' hostnames (node1..node4):
+# every service must register under these (tests/sandbox.py: machine_name).
+NODES = {"RegionOne": ("r1-ctl", "r1-cmp"), "RegionTwo": ("r2-ctl", "r2-cmp")}
 OTHER = {"RegionOne": "RegionTwo", "RegionTwo": "RegionOne"}
 FLAVOR = "omr-tiny"
 NOVA_CONF = "/etc/nova/nova.conf"
@@ -95,7 +97,17 @@ def assert_region_serves_itself(sb, admin, region, tmp_path) -> dict:
     assert booted["network"] not in other_networks and booted["image"] not in other_images
     volume = {(s["Binary"], s["Host"]): s["State"] for s in cli_json(sb, admin, region, "volume", "service", "list")}
     assert volume == {("cinder-scheduler", controller): "up"}, volume
+    # OVN's chassis goes by the node's config name too (nova's host): ports bind to it.
+    agents = {(a["Binary"], a["Host"]): a["Alive"] for a in cli_json(sb, admin, region, "network", "agent", "list")}
+    assert agents.get(("ovn-controller", compute)) is True, agents
     return booted
+
+
+def test_node_names_are_not_the_machines_hostnames(machines, machine_cli):
+    """The premise of every check of a service's host above: the stacks name the nodes
+    unlike the machines' own hostnames."""
+    for node in (*NODES["RegionOne"], *NODES["RegionTwo"]):
+        assert machines.ssh(node, "hostname").strip() == machine_name(node) != node
 
 
 def test_region_two_boots_a_server_through_its_own_services(machines, machine_admin, tmp_path):
@@ -229,7 +241,7 @@ def wait_for_compute_services(sb, admin, region, timeout=120):
 
 def test_a_service_that_does_not_come_up_fails_the_up(machines, machine_cli):
     controller = NODES["RegionTwo"][0]
-    address = next(n["address"] for n in machines.nodes if n["name"] == controller)
+    address = next(n["address"] for n in machines.nodes if n["name"] == machine_name(controller))
     unit = machine_cli.urn("region-two", f"nodes-{controller}-unit-placement-api")
     databases = machine_cli.urn("region-two", f"control-plane-{controller}-databases")
     # Placement's database user loses its password behind the program's back.

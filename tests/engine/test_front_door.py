@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.engine.test_bare_machines import NODES, cli_json, upload_image
-from tests.sandbox import REPO
+from tests.sandbox import REPO, machine_name
 
 pytestmark = pytest.mark.engine
 
@@ -24,7 +24,7 @@ README_SCREENSHOT = REPO / "docs" / "horizon-region-two.png"
 
 
 def address(machines, node: str) -> str:
-    return next(n["address"] for n in machines.nodes if n["name"] == node)
+    return next(n["address"] for n in machines.nodes if n["name"] == machine_name(node))
 
 
 def without_ca(admin: dict) -> dict:
@@ -113,6 +113,7 @@ def test_a_browser_without_the_ca_is_refused(machines):
 
 # --- rotation: a new CA and new certificates with `pulumi up` ------------------------------
 
+@pytest.mark.last
 def test_a_new_ca_reaches_every_node_and_client(machines, machine_cli, machine_admin, tmp_path):
     old = dict(machine_admin)
     machine_cli.up("region-one", "--replace", machine_cli.urn("region-one", "tls-ca"), timeout=1800)
@@ -132,6 +133,7 @@ def test_a_new_ca_reaches_every_node_and_client(machines, machine_cli, machine_a
 
 # --- a region goes away cleanly -------------------------------------------------------------
 
+@pytest.mark.last
 def test_destroy_removes_region_two_and_stops_its_services(machines, machine_cli, machine_admin):
     machine_cli.destroy("region-two")
     regions = {r["Region"] for r in machines.openstack_json("region", "list", auth=machine_admin)}

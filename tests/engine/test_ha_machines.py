@@ -9,17 +9,22 @@ import time
 
 import pytest
 
+from tests.sandbox import MACHINE_ALIASES, machine_name
 
 pytestmark = pytest.mark.engine
 
-CONTROLLERS, COMPUTE = ("node5", "node6", "node7"), "node8"
+# Stack names unlike the machines' hostnames (node5..node8): RabbitMQ's cluster, nova,
+# cinder and OVN must all go by these.
+CONTROLLERS, COMPUTE = ("rha-ctl1", "rha-ctl2", "rha-ctl3"), "rha-cmp"
+MACHINE_ALIASES.update(zip((*CONTROLLERS, COMPUTE), ("node5", "node6", "node7", "node8")))
 REGION, STACK = "RegionHa", "region-ha"
 SECRETS = {"vrrpPassword": "vr7Pass", "haproxyStatsPassword": "stats-" + "q" * 16, "erlangCookie": "C" * 24}
 
 
 def node_entries(machines) -> list[dict]:
     by_name = {n["name"]: n for n in machines.nodes}
-    return [{"name": name, "address": by_name[name]["address"], "hostKey": by_name[name]["host_key"],
+    return [{"name": name, "address": by_name[machine_name(name)]["address"],
+             "hostKey": by_name[machine_name(name)]["host_key"],
              "roles": ["compute"] if name == COMPUTE else ["controller"]} for name in (*CONTROLLERS, COMPUTE)]
 
 
@@ -42,8 +47,9 @@ def wait_for(what, check, timeout=60):
     raise AssertionError(f"{what} within {timeout}s")
 
 
-@pytest.fixture(scope="module")
-def ha_region(machines, machine_cli):
+def write_ha_stack(machines, cli) -> str:
+    """The ha region's stack file; tests/conftest.py's machine_cli brings it up from the
+    bare machines together with region-two."""
     config = {
         "region": REGION, "keystone": {"stack": "region-one"},
         "services": ["image", "network", "compute", "placement", "volumev3"],
@@ -51,21 +57,27 @@ def ha_region(machines, machine_cli):
         "compute": {"driver": "fake"}, "network": {"datapath": "netdev"},
         "ha": {"vip": vip(machines), "virtualRouterId": 51, "interface": "host0"},
     }
-    machine_cli.write_stack(STACK, config, {**SECRETS, "sshPrivateKey": machines.private_key})
-    machine_cli.up(STACK, timeout=2400)
+    cli.write_stack(STACK, config, {**SECRETS, "sshPrivateKey": machines.private_key})
+    return STACK
+
+
+@pytest.fixture(scope="module")
+def ha_region(machines, machine_cli):
+    """Deployed by machine_cli; removed once this module is done (before the tests that
+    change the shared cloud for good)."""
     yield machine_cli
     machine_cli.destroy(STACK, check=False)
 
 
 def test_the_cluster_runs_across_the_three_controllers(machines, ha_region):
-    assert vip_holders(machines) == ["node5"]  # MASTER: the first controller (seed 001)
+    assert vip_holders(machines) == [CONTROLLERS[0]]  # MASTER: the first controller (seed 001)
     for node in CONTROLLERS:
         galera = machines.ssh(node, "mysql -N -B -e \"SHOW STATUS WHERE Variable_name IN "
                                     "('wsrep_cluster_size', 'wsrep_local_state_comment')\"")
         assert dict(line.split("\t") for line in galera.splitlines()) == {
             "wsrep_cluster_size": "3", "wsrep_local_state_comment": "Synced"}, (node, galera)
-    running = machines.ssh("node6", "rabbitmqctl -q cluster_status --formatter json")
-    assert sorted(re.findall(r"rabbit@node\d", running.split('"running_nodes"')[1].split("]")[0])) == \
+    running = machines.ssh(CONTROLLERS[1], "rabbitmqctl -q cluster_status --formatter json")
+    assert sorted(re.findall(r"rabbit@[\w-]+", running.split('"running_nodes"')[1].split("]")[0])) == \
         [f"rabbit@{n}" for n in CONTROLLERS]
     for node in CONTROLLERS:  # every controller runs the region's services
         states = machines.ssh(node, "systemctl is-active nova-api nova-conductor glance-api placement-api "
@@ -92,13 +104,14 @@ def test_the_region_boots_a_server_through_the_vip(machines, machine_admin, ha_r
 def test_the_vip_moves_when_the_master_loses_haproxy(machines, machine_admin, ha_region):
     """keepalived's check on haproxy (seed 001): the VIP goes to a BACKUP, the APIs keep
     answering there; with haproxy back the first controller takes the VIP again."""
-    machines.ssh("node5", "systemctl stop haproxy")
+    first, second = CONTROLLERS[:2]
+    machines.ssh(first, "systemctl stop haproxy")
     try:
         holder = wait_for("the VIP on another controller", lambda: [n for n in vip_holders(machines)
-                                                                      if n != "node5"])
-        assert holder == ["node6"], holder  # the next priority
+                                                                      if n != first])
+        assert holder == [second], holder  # the next priority
         images = machines.openstack("image", "list", region=REGION, auth=machine_admin)
         assert images.returncode == 0
     finally:
-        machines.ssh("node5", "systemctl start haproxy")
-    wait_for("the VIP back on node5", lambda: vip_holders(machines) == ["node5"])
+        machines.ssh(first, "systemctl start haproxy")
+    wait_for(f"the VIP back on {first}", lambda: vip_holders(machines) == [first])

@@ -207,9 +207,11 @@ def test_stack_config_for_machines_uses_the_containers_and_systemd(tmp_path):
     assert config[f"{ns}:serviceManager"] == "systemd"
     assert f"{ns}:nodeRoot" not in config and f"{ns}:virtualenv" not in config
     assert config[f"{ns}:nodes"] == [
-        {"name": "node1", "address": "198.18.1.11", "sshPort": 22, "hostKey": KEY, "roles": ["controller"]},
-        {"name": "node2", "address": "198.18.1.12", "sshPort": 22, "hostKey": KEY, "roles": ["compute"]},
+        # Names unlike the machines' hostnames (node1, node2), as an operator's may be.
+        {"name": "r1-ctl", "address": "198.18.1.11", "sshPort": 22, "hostKey": KEY, "roles": ["controller"]},
+        {"name": "r1-cmp", "address": "198.18.1.12", "sshPort": 22, "hostKey": KEY, "roles": ["compute"]},
     ]
+    assert config[f"{ns}:keystone"] == {"node": "r1-ctl"}
 
 
 def test_stack_config_for_loopback_is_unchanged(tmp_path):

@@ -1,0 +1,95 @@
+"""Node names that are not the machines' hostnames, and units that start in the order
+their services need (issue: hardening, items 10, 12 and 13)."""
+from __future__ import annotations
+
+import importlib.util
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from components import ha_configs as ha
+from components import registry
+from components.node import NodeUnit, units_in_start_order
+from components.systemd_units import Placeholders, unit_file
+from tests.sandbox import REPO
+from tests.unit.test_service_configs import compute_files, controller_files, ctx, ini  # noqa: F401 (fixture)
+
+
+def test_every_service_registers_under_the_node_config_name(ctx):  # noqa: F811
+    files = controller_files(ctx)  # the controller is "ctl2" in config
+    assert ini(files["/etc/nova/nova.conf"]).get("DEFAULT", "host") == "ctl2"
+    assert ini(files["/etc/cinder/cinder.conf"]).get("DEFAULT", "host") == "ctl2"
+    assert ini(files["/etc/neutron/neutron.conf"]).get("DEFAULT", "host") == "ctl2"
+    assert ini(compute_files(ctx)["/etc/nova/nova.conf"]).get("DEFAULT", "host") == "cmp2"
+
+
+def test_ovn_chassis_goes_by_the_config_name():
+    chassis = next(s for s in registry.by_name("neutron").setup if s.name == "ovn-chassis")
+    at = Placeholders("/venv", "198.18.1.12", "r1-cmp", "198.18.1.11")
+    command = at.fill(chassis.command)
+    assert "external_ids:system-id=r1-cmp" in command and "external_ids:hostname=r1-cmp" in command
+
+
+def test_rabbitmq_nodes_go_by_config_names_that_every_controller_resolves():
+    controllers = (ha.HaController("osr1-a", "198.18.1.11"), ha.HaController("osr1-b", "198.18.1.12"),
+                   ha.HaController("osr1-c", "198.18.1.13"))
+    spec = ha.HaSpec(region="OSR1", vip="198.18.1.100", virtual_router_id=51, controllers=controllers,
+                     vrrp_password="pw", erlang_cookie="C" * 20, stats_password="s" * 12)
+    files = ha.ha_node_files(spec, controllers[1])
+    assert "NODENAME=rabbit@osr1-b\n" in files[ha.RABBITMQ_ENV]
+    assert "rabbit@osr1-a" in files[ha.RABBITMQ_CONF]
+    assert ha.hosts_block(controllers).splitlines() == [
+        f"198.18.1.1{i} osr1-{n} {ha.HOSTS_MARK}" for i, n in ((1, "a"), (2, "b"), (3, "c"))]
+
+
+def test_the_hosts_block_replaces_its_own_lines_and_keeps_the_operators(tmp_path):
+    import subprocess
+
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n10.0.0.9 old-ctl # openstack-multiregion\n192.0.2.1 mine\n")
+    command = ha.hosts_command([ha.HaController("c1", "198.18.1.11")])
+    command = command.replace("/etc/.hosts", str(tmp_path / ".hosts")).replace("/etc/hosts", str(hosts))
+    for _ in range(2):  # a rerun changes nothing
+        subprocess.run(["sh", "-c", command], check=True)
+    assert hosts.read_text() == ("127.0.0.1 localhost\n192.0.2.1 mine\n198.18.1.11 c1 # openstack-multiregion\n")
+
+
+def test_nova_conductor_and_scheduler_start_after_placement_answers():
+    nova = registry.by_name("nova")
+    for name in ("nova-conductor", "nova-scheduler"):
+        unit = next(u for u in nova.units if u.name == name)
+        assert "placement-api" in unit.needs
+        text = unit_file(nova, unit, Placeholders("/venv", "198.18.1.11", "r1-ctl", "198.18.1.11"))
+        assert "placement-api.service" in text.split("After=")[1].splitlines()[0]
+        # systemd never gives up inside (or after) the readiness window.
+        assert "StartLimitIntervalSec=0" in text
+
+
+def test_units_are_ordered_after_the_units_they_need():
+    units = [NodeUnit("nova-conductor", (), needs=("placement-api",)), NodeUnit("nova-api", ()),
+             NodeUnit("placement-api", ())]
+    assert [u.name for u in units_in_start_order(units)] == ["placement-api", "nova-conductor", "nova-api"]
+    with pytest.raises(ValueError, match="need each other"):
+        units_in_start_order([NodeUnit("a", (), needs=("b",)), NodeUnit("b", (), needs=("a",))])
+
+
+def ready_tool():
+    spec = importlib.util.spec_from_file_location("ready_tool", REPO / "templates" / "tools" / "ready.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def stamp(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000000")
+
+
+def test_a_heartbeat_from_before_the_restart_is_not_ready():
+    """The old process's last heartbeat still reads `up`: only one written in a later
+    second than the restart proves the new process (the database keeps whole seconds)."""
+    fresh = ready_tool().heartbeat_after(since := time.time())
+    assert not fresh({"updated_at": stamp(since - 5)})
+    assert not fresh({"updated_at": stamp(int(since))})  # the same second: could be the old one
+    assert fresh({"updated_at": stamp(int(since) + 1)})
+    assert not fresh({"updated_at": None})
