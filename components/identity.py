@@ -38,6 +38,8 @@ from components.keystone_api import KeystoneApi
 
 # The extra attribute that names a record's owner: `org/project/stack`.
 OWNER_ATTR = "openstack_multiregion_owner"
+# In a record's state: the owner a refresh found in Keystone when it is another stack.
+FOREIGN_OWNER = "foreign_owner"
 # Inputs that only say how to reach Keystone: a change is stored, never written.
 CREDENTIAL_KEYS = ("auth",)
 
@@ -170,6 +172,9 @@ class _Record(ResourceProvider):
         """At preview: a create (or a new natural key) that would meet a record this
         stack may not take fails here, before any change. Only then is Keystone asked,
         so a preview without creates makes no request."""
+        if olds.get(FOREIGN_OWNER):  # found by a refresh: another stack holds it now
+            held = {"id": olds.get(self.key_fields[0]), OWNER_ATTR: olds[FOREIGN_OWNER]}
+            return [CheckFailure(self.key_fields[0], self.refuse_foreign(news, held))]
         creating = not olds or any(olds.get(k) != news.get(k) for k in self.key_fields)
         needed = {k: news.get(k) for k in ("auth", "owner", "adopt_untagged", *self.key_fields)}
         if not creating or not _known(needed):
@@ -247,17 +252,19 @@ class _Record(ResourceProvider):
         changed = self._field_changes(olds, news)
         replaces = [k for k in changed if k in self.replace_on or not olds.get("managed", True)]
         stale = [k for k in CREDENTIAL_KEYS if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed or stale), replaces=replaces, delete_before_replace=True)
+        foreign = bool(olds.get(FOREIGN_OWNER))  # update refuses it, naming the owner
+        return DiffResult(changes=bool(changed or stale or foreign), replaces=replaces, delete_before_replace=True)
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        if not self._field_changes(olds, news):  # only credentials: store them, ask Keystone nothing
-            return UpdateResult(self._stored(olds, news))
+        if not self._field_changes(olds, news) and not olds.get(FOREIGN_OWNER):
+            return UpdateResult(self._stored(olds, news))  # only credentials: stored, Keystone not asked
         api = KeystoneApi(news["auth"])
         live = api.get(f"{self.collection}/{id_}")[self.member]
         # Ours under this name, or under the name the state recorded (a renamed stack
         # re-tags its records); any other owner took it meanwhile.
-        if live.get(OWNER_ATTR) and live[OWNER_ATTR] not in (news["owner"], olds.get("owner")):
-            raise OwnershipError(self.refuse_foreign(news, live))
+        holder = live.get(OWNER_ATTR) or olds.get(FOREIGN_OWNER)
+        if holder and (olds.get(FOREIGN_OWNER) or holder not in (news["owner"], olds.get("owner"))):
+            raise OwnershipError(self.refuse_foreign(news, dict(live, **{OWNER_ATTR: holder})))
         live = self._live_for_update(olds, news, live)
         return UpdateResult(self._outs(news, self._patch(api, id_, news, live)))
 
@@ -272,6 +279,15 @@ class _Record(ResourceProvider):
         if not props.get("managed", True):
             return ReadResult(id_, props, props)
         outs = self._outs(props, obj)
+        outs.pop(FOREIGN_OWNER, None)
+        live_owner = obj.get(OWNER_ATTR)
+        if live_owner and props.get("owner") and live_owner != props["owner"]:
+            # Another stack registered this record since (say it was deleted by hand and
+            # re-registered by stack B): a refresh never makes it this stack's. The state
+            # keeps this stack as owner and notes the live one, so `up` stops naming it
+            # and `destroy` skips the record.
+            outs["owner"] = props["owner"]
+            outs[FOREIGN_OWNER] = live_owner
         return ReadResult(id_, outs, outs)
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:

@@ -276,3 +276,22 @@ def test_a_renamed_stack_re_tags_its_own_records(fake):
     assert _ProjectProvider().diff(created.id, created.outs, renamed).changes
     _ProjectProvider().update(created.id, created.outs, renamed)
     assert fake.records["projects"][created.id][OWNER_ATTR] == "organization/openstack-multiregion/region-2"
+
+
+@pytest.mark.parametrize("provider, collection, make, key", RECORDS)
+def test_a_refresh_never_makes_another_stacks_record_this_stacks(fake, provider, collection, make, key):
+    """Stack A's record deleted by hand and registered again by stack B (same id): A's
+    refresh notes B as the live owner but keeps A as the owner in A's state; A's
+    preview then stops naming B, A's update refuses, and A's destroy leaves it."""
+    created = provider().create(make(fake))
+    fake.records[collection][created.id][OWNER_ATTR] = OTHER
+    refreshed = provider().read(created.id, created.outs)
+    assert refreshed.outs["owner"] == ME and refreshed.outs[identity.FOREIGN_OWNER] == OTHER
+    failures = provider().check(refreshed.inputs, make(fake)).failures
+    assert failures and OTHER in failures[0].reason, failures
+    assert provider().diff(created.id, refreshed.outs, make(fake)).changes
+    with pytest.raises(OwnershipError, match=OTHER):
+        provider().update(created.id, refreshed.outs, make(fake))
+    before = dict(fake.records[collection][created.id])
+    provider().delete(created.id, refreshed.outs)
+    assert fake.records[collection][created.id] == before
