@@ -236,6 +236,13 @@ def _is_address(value: Any) -> bool:
         return bool(_HOSTNAME.match(value)) and not re.fullmatch(r"[0-9.]+", value)
 
 
+def _is_ipv4(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and ipaddress.ip_address(value).version == 4
+    except ValueError:
+        return False
+
+
 def _is_safe_path(value: Any) -> bool:
     """An absolute path that needs no quoting anywhere it goes (root shells, Python)."""
     return isinstance(value, str) and bool(re.fullmatch(r"/[A-Za-z0-9._/-]*", value)) \
@@ -283,8 +290,11 @@ def _parse_nodes(raw: Mapping[str, Any]) -> tuple[NodeSpec, ...]:
             raise ConfigError(f"{k}.name", name, "a name not used by another node (node names must be unique)")
         seen_names.add(name)
         address = item.get("address")
-        if not _is_address(address):
-            raise ConfigError(f"{k}.address", address, "an IPv4 address or a DNS host name (IPv6 is not supported yet)")
+        if not _is_ipv4(address):
+            # Database grants, Galera, RabbitMQ and OVN name nodes by address, and MariaDB
+            # runs with skip-name-resolve: a DNS name would pass here and fail every login.
+            raise ConfigError(f"{k}.address", address, "the node's IPv4 address (not a DNS name: database grants "
+                                                       "and the cluster members name nodes by address)")
         roles = item.get("roles")
         if not isinstance(roles, list) or not roles or any(r not in ROLES for r in roles):
             raise ConfigError(f"{k}.roles", roles, f"a non-empty list of roles from: {', '.join(ROLES)}")

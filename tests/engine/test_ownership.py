@@ -128,3 +128,40 @@ def test_a_hand_made_duplicate_service_is_not_deleted(sandbox, cli, admin):
         assert made["id"] in {s["id"] for s in records(admin, "services", type="image")}
     finally:
         sandbox.openstack("service", "delete", made["id"], auth=admin, check=False)
+
+
+def test_a_refresh_never_takes_a_region_another_stack_registered_since(sandbox, cli, admin):
+    """Stack A's region is deleted by hand and stack B registers the same id. A's
+    `up --refresh` stops naming B, A's `destroy` skips B's records: B's region and
+    endpoints are byte-identical before and after."""
+    region_id = "RegionReown"
+    config = {"region": region_id, "keystone": {"stack": "region-one"}, "services": []}
+    try:
+        cli.write_stack("reown-a", config, {})
+        cli.up("reown-a")
+        session = __import__("tests.keystone_raw", fromlist=["session"]).session(admin)
+        base = admin["authUrl"].rstrip("/")
+        for ep in records(admin, "endpoints", region_id=region_id):  # by hand, as an operator would
+            session.delete(f"{base}/endpoints/{ep['id']}", raise_exc=True)
+        session.delete(f"{base}/regions/{region_id}", raise_exc=True)
+        cli.write_stack("reown-b", config, {})
+        cli.up("reown-b")
+
+        def b_records():
+            found = {"region": raw(admin, f"regions/{region_id}")}
+            for ep in records(admin, "endpoints", region_id=region_id):
+                found[ep["id"]] = raw(admin, f"endpoints/{ep['id']}")
+            return found
+
+        before = b_records()
+        assert json.loads(before["region"])["region"][OWNER_ATTR] == stack_fqn("reown-b") and len(before) > 1
+        refreshed = cli.up("reown-a", "--refresh", check=False)
+        text = refreshed.stdout + refreshed.stderr
+        assert refreshed.returncode != 0 and f"stack {stack_fqn('reown-b')} already registered" in text, text[-3000:]
+        assert "Traceback" not in text
+        cli.destroy("reown-a")
+        assert b_records() == before
+    finally:
+        for stack in ("reown-a", "reown-b"):
+            cli.destroy(stack, check=False)
+            cli.run("stack", "rm", "--yes", "--force", stack=stack, check=False)

@@ -68,6 +68,9 @@ BAD = [
         {"name": "ctl", "address": "10.0.0.2", "roles": ["compute"], "hostKey": KEY})}, "nodes[1].name"),
     ("malformed address", {"nodes": nodes(
         {"name": "ctl", "address": "192.168.80.300", "roles": ["controller"], "hostKey": KEY})}, "nodes[0].address"),
+    # MariaDB's grants name addresses (skip-name-resolve): a DNS name would fail every login.
+    ("a DNS name for a node", {"nodes": nodes(
+        {"name": "ctl", "address": "ctl.example.org", "roles": ["controller"], "hostKey": KEY})}, "nodes[0].address"),
     ("unknown role", {"nodes": nodes(
         {"name": "ctl", "address": "10.0.0.1", "roles": ["network"], "hostKey": KEY})}, "nodes[0].roles"),
     ("missing host key", {"nodes": nodes(
