@@ -19,6 +19,12 @@ from components.remote import Command
 from components.settings import NodeSpec
 
 RESTART_LOG = "/var/log/openstack-multiregion/restarts.log"
+# One manifest per Node component of each stack: the files and units it manages on the
+# node. When a rename (a node renamed at the same address, `ha` switched on or off)
+# makes a new component manage a path or unit, the old component's delete (which
+# Pulumi runs at the END of the `up`, after the new one's create) finds it in another
+# manifest and leaves it alone instead of removing what the create just made.
+MANIFEST_DIR = "/var/lib/openstack-multiregion/managed.d"
 
 
 @dataclass
@@ -126,12 +132,26 @@ def units_in_start_order(units: Sequence[NodeUnit]) -> list[NodeUnit]:
     return ordered
 
 
+def manifest_entries(root: str, files: Sequence[NodeFile], units: Sequence[NodeUnit]) -> str:
+    return "".join(f"file:{on_node(root, f.path)}\n" for f in files) + "".join(f"unit:{u.name}\n" for u in units)
+
+
+def unless_managed_elsewhere(root: str, manifest: str, entry: str, command: str) -> str:
+    """`command` (a delete), unless a manifest other than `manifest` lists `entry`."""
+    directory = shlex.quote(on_node(root, MANIFEST_DIR))
+    return (f"others=$(grep -lsxF {shlex.quote(entry)} {directory}/* 2>/dev/null | grep -vxF {shlex.quote(manifest)} "
+            f"|| true); if [ -z \"$others\" ]; then {command}; fi")
+
+
 class Node(pulumi.ComponentResource):
     """A node of a region, configured over SSH from its role's files and units."""
 
     def __init__(self, name: str, args: NodeArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("openstack-multiregion:node:Node", name, None, opts)
         self._args = args
+        self.resource_name = name
+        # This component's manifest (named by stack and component: stacks share nodes).
+        self.manifest = on_node(args.root, f"{MANIFEST_DIR}/{pulumi.get_stack()}.{name}")
         spec = args.spec
         self.connection = {
             "node": spec.name, "host": spec.address, "port": spec.ssh_port, "user": spec.ssh_user,
@@ -142,6 +162,8 @@ class Node(pulumi.ComponentResource):
             "keepalive_count_max": spec.ssh.keepalive_count_max,
         }
         after: list[pulumi.Resource] = list(args.depends_on)
+        if args.files or args.units:
+            self._manifest(manifest_entries(args.root, args.files, args.units), after)
         if args.install:
             after = [self._command("install", args.install, depends_on=after)]
         self.files = {f.path: self._file(f, after) for f in args.files}
@@ -167,14 +189,21 @@ class Node(pulumi.ComponentResource):
         return self._command(suffix, create, depends_on, **kw)
 
     def _command(self, suffix: str, create: str, depends_on: Sequence[pulumi.Resource], **kw) -> Command:
-        return Command(f"{self._name}-{suffix}", connection=self.connection, create=create,
+        return Command(f"{self.resource_name}-{suffix}", connection=self.connection, create=create,
                        opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)), **kw)
 
+    def _manifest(self, entries: str, after: Sequence[pulumi.Resource]) -> Command:
+        return Command(f"{self.resource_name}-manifest", connection=self.connection,
+                       create=_push_file_command(self.manifest, "0644", "root"), stdin=entries,
+                       delete=f"rm -f {shlex.quote(self.manifest)}",
+                       opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)))
+
     def _file(self, f: NodeFile, after: Sequence[pulumi.Resource]) -> Command:
-        target = on_node(self._args.root, f.path)
-        return Command(f"{self._name}-file-{f.path.strip('/').replace('/', '-')}", connection=self.connection,
-                       create=_push_file_command(target, f.mode, f.group, f.owner), stdin=f.content,
-                       delete=f"rm -f {shlex.quote(target)}",
+        root = self._args.root
+        target = on_node(root, f.path)
+        remove = unless_managed_elsewhere(root, self.manifest, f"file:{target}", f"rm -f {shlex.quote(target)}")
+        return Command(f"{self.resource_name}-file-{f.path.strip('/').replace('/', '-')}", connection=self.connection,
+                       create=_push_file_command(target, f.mode, f.group, f.owner), stdin=f.content, delete=remove,
                        opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)))
 
     def _unit(self, unit: NodeUnit, triggers: list, after: Sequence[pulumi.Resource]) -> Command:
@@ -197,6 +226,7 @@ class Node(pulumi.ComponentResource):
             url = shlex.quote(unit.ready_url)
             wait = (f"; for i in $(seq 1 240); do curl -s -o /dev/null {url} && exit 0; sleep 0.25; done; "
                     f"echo '{unit.name} did not answer at {unit.ready_url} within 60s' >&2; exit 1")
-        return Command(f"{self._name}-unit-{unit.name}", connection=self.connection,
+        stop = unless_managed_elsewhere(root, self.manifest, f"unit:{unit.name}", stop)
+        return Command(f"{self.resource_name}-unit-{unit.name}", connection=self.connection,
                        create=f"set -e; {restart}; {record}{wait}", delete=stop, triggers=triggers,
                        opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)))

@@ -93,3 +93,33 @@ def test_a_heartbeat_from_before_the_restart_is_not_ready():
     assert not fresh({"updated_at": stamp(int(since))})  # the same second: could be the old one
     assert fresh({"updated_at": stamp(int(since) + 1)})
     assert not fresh({"updated_at": None})
+
+
+def test_a_renamed_component_never_deletes_what_its_successor_made(tmp_path):
+    """A node renamed at the same address: the new component's files and manifest are
+    made first, then Pulumi deletes the old component's resources. Those deletes run
+    here for real (nodeRoot = tmp_path): the new component's file survives; a file no
+    other manifest lists is removed."""
+    import subprocess
+
+    from components.node import NodeFile, _push_file_command, manifest_entries, on_node, unless_managed_elsewhere
+
+    root = str(tmp_path)
+    shared, dropped = NodeFile("/etc/nova/nova.conf", "x"), NodeFile("/etc/old/only-old.conf", "y")
+    old_manifest = on_node(root, "/var/lib/openstack-multiregion/managed.d/region-two.nodes-ctl2")
+    new_manifest = on_node(root, "/var/lib/openstack-multiregion/managed.d/region-two.nodes-r2-ctl")
+
+    def sh(command, stdin=""):
+        subprocess.run(["sh", "-c", command], input=stdin, text=True, check=True)
+
+    for manifest, files in ((old_manifest, [shared, dropped]), (new_manifest, [shared])):
+        sh(_push_file_command(manifest, "0644", "root"), manifest_entries(root, files, [NodeUnit("nova-api", ())]))
+        for f in files:
+            sh(_push_file_command(on_node(root, f.path), "0640", "root"), f.content)
+    for f in (shared, dropped):  # the old component's deletes, after the new one's creates
+        target = on_node(root, f.path)
+        sh(unless_managed_elsewhere(root, old_manifest, f"file:{target}", f"rm -f {target}"))
+    sh(unless_managed_elsewhere(root, old_manifest, "unit:nova-api", f"touch {tmp_path}/stopped"))
+    assert (tmp_path / "etc/nova/nova.conf").read_text() == "x"
+    assert not (tmp_path / "etc/old/only-old.conf").exists()
+    assert not (tmp_path / "stopped").exists()  # the unit the new component runs is left running
