@@ -35,12 +35,13 @@ def infrastructure(secrets: RegionSecrets, after: list) -> HaCluster | ControlPl
     if settings.ha:
         return HaCluster("ha", HaClusterArgs(settings=settings, database_passwords=secrets.database_passwords,
                                              rabbitmq_password=secrets.rabbitmq_password, ssh_private_key=ssh_key,
-                                             tls=tls, depends_on=after + installed + tls_ready))
+                                             memcached_password=secrets.memcached_password, tls=tls,
+                                             depends_on=after + installed + tls_ready))
     if settings.service_manager == "systemd" and settings.controllers:
         return ControlPlane("control-plane", ControlPlaneArgs(
             settings=settings, database_passwords=secrets.database_passwords,
             rabbitmq_password=secrets.rabbitmq_password, ssh_private_key=ssh_key, tls=tls,
-            depends_on=after + installed + tls_ready))
+            memcached_password=secrets.memcached_password, depends_on=after + installed + tls_ready))
     return None
 
 

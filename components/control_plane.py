@@ -5,7 +5,9 @@ them as clusters across the controllers instead.)
 
 Each is restarted only when its own file changes; the databases, users and their
 passwords are (re)applied from SQL on stdin, and the RabbitMQ password reaches
-rabbitmqctl on stdin, so no password is ever on a command line.
+rabbitmqctl on stdin, so no password is ever on a command line. With TLS, memcached
+answers only clients that authenticate with SASL (its password reaches saslpasswd2 on
+stdin); the services' token caches are also encrypted and signed.
 """
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from typing import Optional, Sequence
 
 import pulumi
 
+from components import ha_configs as ha
 from components.databases import database_sql, region_databases
+from components.registry.context import MEMCACHED_USER
 from components.node import Node, NodeArgs, NodeFile, NodeStep, NodeUnit, content_hash
 from components.region_tls import RegionTls
 from components.settings import Settings
@@ -36,6 +40,7 @@ class ControlPlaneArgs:
     rabbitmq_password: Optional[pulumi.Input[str]]
     ssh_private_key: pulumi.Input[str]
     tls: Optional[RegionTls] = None  # MariaDB and RabbitMQ accept only TLS clients (unless plainHttp)
+    memcached_password: Optional[pulumi.Input[str]] = None  # memcached answers only SASL clients (with TLS)
     depends_on: Sequence[pulumi.Resource] = ()
 
 
@@ -67,20 +72,25 @@ class ControlPlane(pulumi.ComponentResource):
         s = args.settings
         spec = s.controllers[0]
         tls = {"server_pem": SERVER_PEM, "ca_file": CA_FILE} if args.tls else {}
-        values = {"region": s.region, "address": spec.address, "tls": tls}
+        sasl = args.memcached_password is not None
+        values = {"region": s.region, "address": spec.address, "tls": tls, "sasl": sasl}
         files = [NodeFile(MARIADB_CNF, render("mariadb/openstack.cnf.j2", **values), mode="0644"),
                  NodeFile(MEMCACHED_CONF, render("memcached/memcached.conf.j2", **values), mode="0644"),
                  NodeFile(RABBITMQ_CONF, render("rabbitmq/rabbitmq-single.conf.j2", **values), mode="0644",
                           group="rabbitmq")]
+        if sasl:
+            files.append(NodeFile(ha.MEMCACHED_SASL_CONF, ha.MEMCACHED_SASL, mode="0644"))
         databases = region_databases(s.services, s.hosts_keystone)
         hosts = [c.address for c in s.controllers] + ["localhost"]
         sql = pulumi.Output.secret(args.database_passwords).apply(lambda pw: database_sql(databases, pw, hosts))
         # The units first (a changed bind address must be live before the SQL runs).
         # MariaDB and RabbitMQ restart for a new certificate too.
         tls_trigger = [args.tls.trigger(spec.name)] if args.tls else []
-        units = [NodeUnit(unit, files=(path,), ready_command=self._ready(s, unit), triggers=triggers)
-                 for unit, path, triggers in (("mariadb", MARIADB_CNF, tls_trigger), ("memcached", MEMCACHED_CONF, []),
-                                              ("rabbitmq-server", RABBITMQ_CONF, tls_trigger))]
+        memcached_files = (MEMCACHED_CONF, ha.MEMCACHED_SASL_CONF) if sasl else (MEMCACHED_CONF,)
+        units = [NodeUnit(unit, files=paths, ready_command=self._ready(s, unit), triggers=triggers)
+                 for unit, paths, triggers in (("mariadb", (MARIADB_CNF,), tls_trigger),
+                                               ("memcached", memcached_files, []),
+                                               ("rabbitmq-server", (RABBITMQ_CONF,), tls_trigger))]
         self.node = Node(f"{name}-{spec.name}", NodeArgs(
             spec=spec, private_key=args.ssh_private_key, root="/", service_manager=s.service_manager,
             files=files, units=units, depends_on=list(args.depends_on)), pulumi.ResourceOptions(parent=self))
@@ -90,6 +100,11 @@ class ControlPlane(pulumi.ComponentResource):
             password = pulumi.Output.secret(args.rabbitmq_password)
             steps.append(self.node.command("rabbitmq-user", rabbitmq_user_command(), stdin=password,
                                            triggers=[content_hash(password)], depends_on=self.node.ready))
+        if sasl:
+            password = pulumi.Output.secret(args.memcached_password)
+            steps.append(self.node.command("memcached-user", ha.memcached_user_command(MEMCACHED_USER),
+                                           stdin=password, triggers=[content_hash(password)],
+                                           depends_on=self.node.ready))
         self.ready = self.node.ready + steps
         self.register_outputs({"node": spec.name})
 

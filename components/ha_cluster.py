@@ -27,6 +27,7 @@ import pulumi
 from components import ha_configs as ha
 from components.control_plane import rabbitmq_user_command
 from components.databases import database_sql, region_databases
+from components.registry.context import MEMCACHED_USER
 from components.node import Node, NodeArgs, NodeFile, NodeStep, NodeUnit, content_hash, on_node, supervised_stop
 from components.region_tls import RegionTls
 from components.settings import NodeSpec, Settings, ha_spec
@@ -44,6 +45,7 @@ class HaClusterArgs:
     database_passwords: pulumi.Input[dict]  # database user -> password (secrets)
     ssh_private_key: pulumi.Input[str]
     rabbitmq_password: Optional[pulumi.Input[str]] = None  # the services' RabbitMQ user (real nodes)
+    memcached_password: Optional[pulumi.Input[str]] = None  # memcached's SASL user (real nodes, with TLS)
     tls: Optional[RegionTls] = None  # the controllers' certificates (real nodes, unless plainHttp)
     depends_on: Sequence[pulumi.Resource] = ()
 
@@ -93,6 +95,10 @@ class HaCluster(pulumi.ComponentResource):
         else:
             tls_trigger = args.tls.trigger(spec.name) if args.tls else None
             steps = systemd_cluster_steps(s, first, sql, args.rabbitmq_password)
+            if args.memcached_password is not None and s.tls:
+                password = pulumi.Output.secret(args.memcached_password)
+                steps.append(NodeStep("memcached-user", ha.memcached_user_command(MEMCACHED_USER), stdin=password,
+                                      triggers=[content_hash(password)]))
             units = restarted_units(files, tls_trigger)
             if tls_trigger is not None:
                 steps.append(NodeStep("tls-reload", TLS_RELOAD, triggers=[tls_trigger]))

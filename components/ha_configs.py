@@ -44,6 +44,12 @@ HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 # 60- sorts after Debian's 50-server.cnf, so its bind-address wins.
 GALERA_CNF = "/etc/mysql/mariadb.conf.d/60-galera.cnf"
 MEMCACHED_CONF = "/etc/memcached.conf"
+# memcached's SASL: Cyrus SASL's config for the `memcached` application, and its user
+# database (written by MEMCACHED_USER_COMMAND from the password on stdin).
+MEMCACHED_SASL_CONF = "/etc/sasl2/memcached.conf"
+MEMCACHED_SASLDB = "/etc/sasl2/memcached-sasldb2"
+MEMCACHED_SASL = ("# Managed by openstack-multiregion (Pulumi); local edits are overwritten.\n"
+                  f"mech_list: plain\nsasldb_path: {MEMCACHED_SASLDB}\n")
 RABBITMQ_CONF = "/etc/rabbitmq/rabbitmq.conf"
 RABBITMQ_ENABLED_PLUGINS = "/etc/rabbitmq/enabled_plugins"  # only with rabbitmq_management
 # RabbitMQ's node name is the node's config name (rabbit@<name>), whatever the machine's
@@ -64,6 +70,7 @@ HA_UNITS: dict[str, tuple[str, ...]] = {
     ERLANG_COOKIE: ("rabbitmq-server",),
     SYSCTL_CONF: ("systemd-sysctl",),
     MEMCACHED_CONF: ("memcached",),
+    MEMCACHED_SASL_CONF: ("memcached",),
 }
 
 # path -> (owner, group, mode). Erlang refuses a cookie readable by anyone but its owner,
@@ -78,6 +85,7 @@ HA_FILE_MODES: dict[str, tuple[str, str, str]] = {
     ERLANG_COOKIE: ("rabbitmq", "rabbitmq", "0400"),
     SYSCTL_CONF: ("root", "root", "0644"),
     MEMCACHED_CONF: ("root", "root", "0644"),
+    MEMCACHED_SASL_CONF: ("root", "root", "0644"),
 }
 
 RABBITMQ_PORT = 5672
@@ -299,16 +307,26 @@ def ha_node_files(spec: HaSpec, controller: HaController) -> dict[str, str]:
         RABBITMQ_ENV: "# Managed by openstack-multiregion (Pulumi); local edits are overwritten.\n"
                       f"NODENAME=rabbit@{controller.name}\n",
         # Every controller's memcached: services list them all in memcached_servers.
-        MEMCACHED_CONF: _render("memcached/memcached.conf.j2", {"region": spec.region, "address": controller.address}),
+        MEMCACHED_CONF: _render("memcached/memcached.conf.j2", {"region": spec.region, "address": controller.address,
+                                                                "sasl": bool(spec.server_pem)}),
         SYSCTL_CONF: "# Managed by openstack-multiregion (Pulumi); local edits are overwritten.\n"
                      "# HAProxy binds the VIPs on every controller, also where keepalived has not put them.\n"
                      "net.ipv4.ip_nonlocal_bind = 1\n",
     }
+    if spec.server_pem:  # with TLS, memcached answers only SASL clients
+        files[MEMCACHED_SASL_CONF] = MEMCACHED_SASL
     if spec.erlang_cookie:
         files[ERLANG_COOKIE] = spec.erlang_cookie  # no newline: the file is the cookie
     if spec.rabbitmq_management:
         files[RABBITMQ_ENABLED_PLUGINS] = "[rabbitmq_management].\n"
     return files
+
+
+def memcached_user_command(user: str) -> str:
+    """Creates memcached's SASL user, or sets its password, from the password on stdin
+    (never on a command line); the database is readable by memcached only."""
+    return (f"set -e; umask 077; mkdir -p /etc/sasl2; saslpasswd2 -p -a memcached -f {MEMCACHED_SASLDB} -c {user}; "
+            f"chown root:memcache {MEMCACHED_SASLDB}; chmod 0640 {MEMCACHED_SASLDB}")
 
 
 HOSTS_MARK = "# openstack-multiregion"

@@ -30,13 +30,15 @@ CONSTRAINTS_FILE = Path(__file__).resolve().parent.parent / "install" / "constra
 RELEASE = hashlib.sha256(CONSTRAINTS_FILE.read_bytes()).hexdigest()[:16]
 CONSTRAINTS_ON_NODE = "/etc/openstack-multiregion/constraints.txt"
 BASE_APT = ("python3-venv", "ca-certificates")
-CONTROLLER_APT = ("mariadb-server", "rabbitmq-server", "memcached")
+# sasl2-bin (saslpasswd2) and the PLAIN mechanism: memcached's SASL users.
+CONTROLLER_APT = ("mariadb-server", "rabbitmq-server", "memcached", "sasl2-bin", "libsasl2-modules")
 HA_APT = ("galera-4", "rsync", "haproxy", "keepalived", "psmisc")  # psmisc: keepalived's check (killall)
 # With TLS, Galera's rsync state transfer is encrypted through stunnel (it reads the
 # server's certificate from [mysqld]) and refuses to run without it.
 HA_TLS_APT = ("stunnel4",)
 # The WSGI server and the clients every service's configuration names.
-RUNTIME_PIP = ("gunicorn", "PyMySQL", "python-memcached", "pymemcache")
+# python-binary-memcached: the SASL memcached client of keystonemiddleware and oslo.cache.
+RUNTIME_PIP = ("gunicorn", "PyMySQL", "python-memcached", "pymemcache", "python-binary-memcached")
 
 
 @dataclass

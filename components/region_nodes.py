@@ -61,6 +61,7 @@ class SecretValues:
     admin_password: str = ""
     memcache_secret_key: str = ""
     dashboard_secret_key: str = ""
+    memcached_password: str = ""
 
 
 def placeholder_secrets(settings: Settings) -> SecretValues:
@@ -68,7 +69,7 @@ def placeholder_secrets(settings: Settings) -> SecretValues:
     on roles and services, never on secret values)."""
     services = {e.name: "x" for e in registry.SERVICES}
     database_users = {db.user: "x" for e in registry.SERVICES for db in e.databases}
-    return SecretValues(services, database_users, "x", "x", "x" if settings.admin_openrc else "", "x", "x")
+    return SecretValues(services, database_users, "x", "x", "x" if settings.admin_openrc else "", "x", "x", "x")
 
 
 def _database_connections(settings: Settings, passwords: Mapping[str, str], root: str) -> dict[str, str]:
@@ -109,6 +110,7 @@ def region_context(settings: Settings, root: str, keystone_url: str, secrets: Se
         # Served by gunicorn itself on a node without HAProxy in front.
         server_pem=SERVER_PEM if settings.tls and not settings.ha else "",
         memcache_secret_key=secrets.memcache_secret_key if settings.tls else "",
+        memcached_password=secrets.memcached_password if settings.tls else "",
         extra={"dashboard_secret_key": secrets.dashboard_secret_key},
     )
 
@@ -118,7 +120,8 @@ def secret_values(args: RegionNodesArgs) -> pulumi.Output:
     sec = args.secrets
     return pulumi.Output.secret(pulumi.Output.all(
         sec.service_passwords, sec.database_passwords, sec.rabbitmq_password or "", sec.metadata_secret or "",
-        args.admin_password or "", sec.memcache_secret_key or "", sec.dashboard_secret_key or "")).apply(
+        args.admin_password or "", sec.memcache_secret_key or "", sec.dashboard_secret_key or "",
+        sec.memcached_password or "")).apply(
         lambda v: SecretValues(*v))
 
 

@@ -50,6 +50,7 @@ class RegionSecrets(pulumi.ComponentResource):
     rabbitmq_password: Optional[pulumi.Output[str]]
     metadata_secret: Optional[pulumi.Output[str]]
     memcache_secret_key: Optional[pulumi.Output[str]]  # keystonemiddleware's token cache (with TLS)
+    memcached_password: Optional[pulumi.Output[str]]  # memcached's SASL user (with TLS)
     dashboard_secret_key: Optional[pulumi.Output[str]]  # Horizon's Django SECRET_KEY (sessions, CSRF)
 
     def __init__(self, name: str, args: RegionSecretsArgs, opts: Optional[pulumi.ResourceOptions] = None):
@@ -73,6 +74,8 @@ class RegionSecrets(pulumi.ComponentResource):
         runs_metadata = {"compute", "network"} & set(s.services)
         self.metadata_secret = self._secret("metadata-proxy") if runs_metadata else None
         self.memcache_secret_key = self._secret("memcache-secret-key") if s.tls and s.nodes else None
+        # memcached's SASL password: only the controllers' services hold it.
+        self.memcached_password = self._secret("memcached") if s.tls and s.nodes else None
         self.dashboard_secret_key = self._secret("dashboard-secret-key") if "dashboard" in s.services else None
         self.register_outputs({})
 

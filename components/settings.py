@@ -415,7 +415,8 @@ def password_purposes() -> tuple[str, ...]:
     """What `passwords` may set: the purposes of the secrets the program makes."""
     users = [f"keystone-{e.name}" for e in registry.SERVICES if e.user]
     databases = [f"database-{u}" for u in dict.fromkeys(db.user for e in registry.SERVICES for db in e.databases)]
-    return (*users, *databases, "rabbitmq", "metadata-proxy", "memcache-secret-key", "dashboard-secret-key")
+    return (*users, *databases, "rabbitmq", "metadata-proxy", "memcache-secret-key", "memcached",
+            "dashboard-secret-key")
 
 
 def _parse_passwords(raw: Mapping[str, Any]) -> frozenset[str]:

@@ -23,7 +23,7 @@ PRINTABLE_PASSWORDS = {
     purpose: f" '{CANARY}-{purpose}{PRINTABLE if purpose != 'rabbitmq' else PRINTABLE.replace('/', '')}\" "
     for purpose in ("keystone-glance", "keystone-placement", "keystone-nova", "keystone-neutron", "keystone-cinder",
                     "database-glance", "database-placement", "database-nova", "database-neutron", "database-cinder",
-                    "rabbitmq", "metadata-proxy")
+                    "rabbitmq", "metadata-proxy", "memcached")
 }
 # The /24 of the test bed's machines (inside 198.18.0.0/15, reserved for tests).
 MACHINES_SUBNET = os.environ.get("OMR_MACHINES_SUBNET", "198.18.78")

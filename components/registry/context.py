@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 
+MEMCACHED_USER = "openstack"  # the region's services' memcached (SASL) user
+
+
 @dataclass(frozen=True)
 class RegionContext:
     region: str  # e.g. "RegionTwo"
@@ -39,6 +42,9 @@ class RegionContext:
     ca_file: str = ""
     server_pem: str = ""
     memcache_secret_key: str = ""  # keystonemiddleware's token cache: encrypted and signed with it
+    # memcached's SASL password (user MEMCACHED_USER): memcached answers no client without
+    # it; "" with plainHttp (the loopback sandbox).
+    memcached_password: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     # --- URLs -------------------------------------------------------------------
@@ -85,7 +91,14 @@ class RegionContext:
             "www_authenticate_uri": self.keystone_base,
             "memcached_servers": self.memcached_servers,
             "memcache_secret_key": self.memcache_secret_key,
-        })}
+        }), **self.memcached_sasl}
+
+    @property
+    def memcached_sasl(self) -> dict[str, str]:
+        """The memcached user and password (SASL), for every memcached client section."""
+        if not self.memcached_password:
+            return {}
+        return {"memcached_user": MEMCACHED_USER, "memcached_password": self.memcached_password}
 
     @property
     def messaging_tls(self) -> dict[str, str]:

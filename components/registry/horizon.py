@@ -1,7 +1,7 @@
 """Horizon, the ONE dashboard of every region, beside the shared Keystone (seed 000
 step 9). A stack runs it when its `services` name `dashboard` (the Keystone stack,
 usually): Apache with mod_wsgi on the controller, Horizon from the release's
-virtualenv, sessions in the region's memcached, HTTPS unless plainHttp. The region
+virtualenv, sessions in files on its node (never in memcached), HTTPS unless plainHttp. The region
 picker comes from the token's catalog (no AVAILABLE_REGIONS: there is one Keystone),
 and the web root sends users to /dashboard/ (seed 000's redirect page). Apache
 answers on the node's own address, also in an HA region (not behind HAProxy)."""
@@ -14,6 +14,7 @@ LOCAL_SETTINGS = f"{SETTINGS_DIR}/local_settings.py"
 APACHE_SITE = "/etc/apache2/sites-available/openstack-dashboard.conf"
 WEB_ROOT_PAGE = "/var/www/html/index.html"
 STATIC_ROOT = "/var/lib/openstack-dashboard/static"
+SESSION_DIR = "/var/lib/horizon/sessions"  # only horizon reads and writes it
 # Horizon's own settings package imports local/local_settings.py: a link to the file above.
 PACKAGE_SETTINGS = "{venv}/lib/python3.11/site-packages/openstack_dashboard/local/local_settings.py"
 MANAGE = "env DJANGO_SETTINGS_MODULE=openstack_dashboard.settings PYTHONWARNINGS=ignore {venv}/bin/django-admin"
@@ -24,7 +25,7 @@ def local_settings(ctx: RegionContext, node: NodeContext) -> dict:
         "region": ctx.region,
         "keystone_url": ctx.keystone_v3,
         "allowed_hosts": list(dict.fromkeys(h for h in (ctx.controller_address, node.address, node.host) if h)),
-        "memcached_servers": [s.strip() for s in ctx.memcached_servers.split(",") if s.strip()],
+        "session_dir": SESSION_DIR,
         "secret_key": ctx.extra.get("dashboard_secret_key"),
         "static_root": STATIC_ROOT,
         "https": bool(ctx.ca_file),
@@ -59,7 +60,7 @@ SERVICE = ServiceDefinition(
     apt={"*": ("apache2", "libapache2-mod-wsgi-py3")},
     setup=(
         Step("horizon-settings", ("controller",),
-             f"ln -sfn {LOCAL_SETTINGS} {PACKAGE_SETTINGS}"),
+             f"ln -sfn {LOCAL_SETTINGS} {PACKAGE_SETTINGS} && install -d -o horizon -g horizon -m 0700 {SESSION_DIR}"),
         # Static files collected and compressed once per release (as kolla and OSA do).
         Step("horizon-static", ("controller",),
              f"set -e; install -d -m 0755 {STATIC_ROOT}; "

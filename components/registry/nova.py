@@ -30,6 +30,7 @@ def nova_conf(ctx: RegionContext, node: NodeContext) -> dict:
             "database_connection": ctx.database_connections.get("nova"),
             "api_database_connection": ctx.database_connections.get("nova_api"),
             "memcached_servers": ctx.memcached_servers,
+            "memcached_sasl": ctx.memcached_sasl,
             "keystone_authtoken": ctx.authtoken("nova"),
             "metadata_proxy_shared_secret": ctx.metadata_secret,
         }),

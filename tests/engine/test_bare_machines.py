@@ -118,6 +118,57 @@ def test_region_one_boots_a_server_through_its_own_services(machines, machine_ad
     assert_region_serves_itself(machines, machine_admin, "RegionOne", tmp_path)
 
 
+# --- nothing unauthenticated on the management network -----------------------------------
+
+MEMCACHED_PROBE = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], 11211), timeout=5)
+binary_stat = bytes([0x80, 0x10]) + bytes(22)  # a binary STAT request, no authentication
+s.sendall(b"stats\\r\\n" if sys.argv[2] == "ascii" else binary_stat)
+try:
+    answer = s.recv(4096)
+except socket.timeout:
+    answer = b""
+print(answer.hex())
+"""
+
+# On a controller, with the venv's client: the token cache's item count, read with the
+# SASL user and password nova.conf's [cache] holds (oslo.config's escaping undone).
+MEMCACHED_ITEMS = """
+import configparser, sys, bmemcached
+conf = configparser.ConfigParser(interpolation=None)
+conf.read("/etc/nova/nova.conf")
+cache = conf["cache"]
+password = cache["password"]
+if len(password) > 1 and password[0] == password[-1] == '"':
+    password = password[1:-1]
+password = password.replace("$$", "$")
+server = sys.argv[1] + ":11211"
+stats = bmemcached.Client([server], cache["username"], password).stats()[server]
+print(stats.get("curr_items", stats.get(b"curr_items")))
+"""
+
+
+def run_python(sb, node, script, *args, python="python3"):
+    """A Python script on a node (through a quoted heredoc: no escaping)."""
+    return sb.ssh(node, f"{python} - {' '.join(args)} <<'OMR_PY'\n{script}\nOMR_PY").strip()
+
+
+def test_memcached_answers_only_clients_that_authenticate(machines, machine_cli):
+    """From a compute node, RegionTwo's memcached answers no ASCII `stats` and refuses a
+    binary one without SASL; the services on the controller do authenticate (their
+    token cache holds items, read with their own SASL user and password)."""
+    controller, compute = NODES["RegionTwo"]
+    address = next(n["address"] for n in machines.nodes if n["name"] == machine_name(controller))
+    ascii_answer = bytes.fromhex(run_python(machines, compute, MEMCACHED_PROBE, address, "ascii"))
+    assert b"STAT" not in ascii_answer, ascii_answer
+    binary = bytes.fromhex(run_python(machines, compute, MEMCACHED_PROBE, address, "binary"))
+    # Magic 0x81 (a response), status 0x0020: authentication required.
+    assert len(binary) >= 24 and binary[0] == 0x81 and binary[6:8] == b"\x00\x20", binary.hex()
+    items = run_python(machines, controller, MEMCACHED_ITEMS, address, python="/opt/openstack/venv/bin/python")
+    assert int(str(items).strip("b'")) > 0, items
+
+
 # --- region-two's passwords: every printable character, never seen in clear ---------------
 
 def test_printable_passwords_work_and_never_show(machines, machine_cli):

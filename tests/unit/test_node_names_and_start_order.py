@@ -123,3 +123,40 @@ def test_a_renamed_component_never_deletes_what_its_successor_made(tmp_path):
     assert (tmp_path / "etc/nova/nova.conf").read_text() == "x"
     assert not (tmp_path / "etc/old/only-old.conf").exists()
     assert not (tmp_path / "stopped").exists()  # the unit the new component runs is left running
+
+
+# --- memcached answers only clients that authenticate -----------------------------------
+
+def test_every_memcached_client_section_authenticates_with_sasl(ctx):  # noqa: F811
+    import dataclasses
+
+    secured = dataclasses.replace(ctx, memcached_password="mc-secret")
+    files = controller_files(secured)
+    for path, section in (("/etc/nova/nova.conf", "keystone_authtoken"), ("/etc/glance/glance-api.conf",
+                                                                          "keystone_authtoken"),
+                          ("/etc/neutron/neutron.conf", "keystone_authtoken"),
+                          ("/etc/cinder/cinder.conf", "keystone_authtoken"),
+                          ("/etc/placement/placement.conf", "keystone_authtoken")):
+        conf = ini(files[path])
+        assert conf.get(section, "memcache_sasl_enabled") == "true", path
+        assert (conf.get(section, "memcache_username"), conf.get(section, "memcache_password")) == \
+            ("openstack", "mc-secret"), path
+    cache = ini(files["/etc/nova/nova.conf"])
+    assert (cache.get("cache", "memcache_sasl_enabled"), cache.get("cache", "username"),
+            cache.get("cache", "password")) == ("true", "openstack", "mc-secret")
+    assert "mc-secret" not in compute_files(secured)["/etc/nova/nova.conf"]  # computes use no memcached
+
+
+def test_memcached_runs_with_sasl_on_every_tls_controller():
+    from components.templates import render
+
+    assert "\n-S\n" in render("memcached/memcached.conf.j2", region="R", address="198.18.1.11", sasl=True)
+    assert "-S" not in render("memcached/memcached.conf.j2", region="R", address="127.0.77.1", sasl=False)
+    controllers = (ha.HaController("a", "198.18.1.11"), ha.HaController("b", "198.18.1.12"),
+                   ha.HaController("c", "198.18.1.13"))
+    spec = ha.HaSpec(region="R", vip="198.18.1.100", controllers=controllers, vrrp_password="pw",
+                     erlang_cookie="C" * 20, stats_password="s" * 12, server_pem="/x/server.pem", ca_file="/x/ca.pem")
+    files = ha.ha_node_files(spec, controllers[0])
+    assert "\n-S\n" in files[ha.MEMCACHED_CONF] and "mech_list: plain" in files[ha.MEMCACHED_SASL_CONF]
+    command = ha.memcached_user_command("openstack")
+    assert "saslpasswd2 -p" in command  # the password comes on stdin, never on the command line
