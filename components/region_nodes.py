@@ -109,6 +109,7 @@ def region_context(settings: Settings, root: str, keystone_url: str, secrets: Se
         ca_file=CA_FILE if settings.tls else "",
         # Served by gunicorn itself on a node without HAProxy in front.
         server_pem=SERVER_PEM if settings.tls and not settings.ha else "",
+        node_pem=SERVER_PEM if settings.tls else "",
         memcache_secret_key=secrets.memcache_secret_key if settings.tls else "",
         memcached_password=secrets.memcached_password if settings.tls else "",
         extra={"dashboard_secret_key": secrets.dashboard_secret_key},
@@ -222,6 +223,8 @@ def _service_steps(s: Settings, spec: NodeSpec, entry: ServiceDefinition, at: Pl
             steps.append(NodeStep(f"{entry.name}-{shipped}", f"install -m 0640 -o root -g {entry.name} "
                                                              f"{shlex.quote(source)} {unit.wsgi.config_dir}/{shipped}"))
     for step in entry.setup:
+        if step.tls_only and not s.tls:
+            continue
         if any(r in spec.roles for r in step.roles) and (first or not step.first_controller_only):
             steps.append(NodeStep(f"{entry.name}-{step.name}" if not step.name.startswith(entry.name) else step.name,
                                   at.fill(step.command)))

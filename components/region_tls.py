@@ -12,8 +12,10 @@ Where the CA comes from:
 Files on each node (the paths every template names):
 - `ca.pem` (0644): the CAs to trust: this stack's, and the shared Keystone's when
   another CA signed it;
-- `server.pem` (controllers; 0640, group `openstack-tls`): certificate then key, read
-  by gunicorn, HAProxy, Apache, MariaDB and RabbitMQ.
+- `server.pem` (every node; 0640, group `openstack-tls`): certificate then key, read
+  by gunicorn, HAProxy, Apache, MariaDB and RabbitMQ as servers, and presented as a
+  client certificate to OVN's databases by neutron and each chassis (its extended key
+  usage allows both).
 
 A unit that uses them is restarted when they change (`trigger`), so a rotation
 (`pulumi up --replace <the CA's urn>`) reaches exactly the services that use TLS.
@@ -74,7 +76,7 @@ class RegionTls(pulumi.ComponentResource):
             self.ca_cert = config.require_secret("tlsCa")
             given = pulumi.Output.all(config.require_secret("tlsCertificate"), config.require_secret("tlsPrivateKey"))
             server = {n.name: pulumi.Output.secret(given.apply(lambda v: v[0].strip() + "\n" + v[1].strip() + "\n"))
-                      for n in s.controllers}
+                      for n in s.nodes}
         else:
             if args.keystone_ca is None:
                 ca = CertificateAuthority(f"{name}-ca", f"openstack-multiregion CA of {s.region}",
@@ -83,7 +85,7 @@ class RegionTls(pulumi.ComponentResource):
             else:
                 self.ca_cert = pulumi.Output.from_input(args.keystone_ca)
             signing_key = self.ca_key if args.keystone_ca is None else pulumi.Output.secret(args.keystone_ca_key)
-            server = {n.name: self._server_pem(name, s, n, self.ca_cert, signing_key) for n in s.controllers}
+            server = {n.name: self._server_pem(name, s, n, self.ca_cert, signing_key) for n in s.nodes}
         self.bundle = pulumi.Output.all(self.ca_cert, args.keystone_ca or "").apply(lambda v: ca_bundle(*v))
         self._server = server
         self.nodes: dict[str, Node] = {}

@@ -40,11 +40,15 @@ class Placeholders:
     ca_file: str = ""
     server_pem: str = ""
     proxies: str = ""
+    # The node's own certificate and key (one PEM): what it presents as a TLS client
+    # (OVN's databases ask every client for one); "" with plainHttp.
+    node_pem: str = ""
     service: Mapping[str, str] = field(default_factory=dict)  # a service's own, e.g. nova's cell URL templates
 
     def fill(self, command: str, **extra: str) -> str:
         values = {"venv": self.venv, "address": self.address, "host": self.host, "controller": self.controller,
-                  "scheme": "https" if self.ca_file else "http",
+                  "scheme": "https" if self.ca_file else "http", "node_pem": self.node_pem,
+                  "ovn_proto": "ssl" if self.node_pem else "tcp", "ca_file": self.ca_file,
                   "ovs_datapath": self.ovs_datapath, "config": self.config, **self.service, **extra}
         return command.format(**values)
 
@@ -57,7 +61,8 @@ def node_placeholders(s: "Settings", spec: "NodeSpec", **service: str) -> Placeh
     proxies = ",".join([c.address for c in s.controllers] + [s.ha.vip]) if s.ha else ""
     return Placeholders(s.virtualenv, spec.address, spec.name, s.controllers[0].address, s.network.datapath,
                         service=service, ca_file=CA_FILE if s.tls else "",
-                        server_pem=SERVER_PEM if tls and not s.ha else "", proxies=proxies if tls else "")
+                        server_pem=SERVER_PEM if tls and not s.ha else "", proxies=proxies if tls else "",
+                        node_pem=SERVER_PEM if s.tls else "")
 
 
 def unit_path(unit: Unit) -> str:

@@ -42,6 +42,7 @@ class RegionContext:
     ca_file: str = ""
     server_pem: str = ""
     memcache_secret_key: str = ""  # keystonemiddleware's token cache: encrypted and signed with it
+    node_pem: str = ""  # every node's own certificate and key (TLS clients: OVN's databases)
     # memcached's SASL password (user MEMCACHED_USER): memcached answers no client without
     # it; "" with plainHttp (the loopback sandbox).
     memcached_password: str = ""

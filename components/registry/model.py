@@ -125,6 +125,7 @@ class Step:
     roles: tuple[str, ...]
     command: str  # with the placeholders above
     first_controller_only: bool = False  # database work: once per region
+    tls_only: bool = False  # only where the stack runs TLS (not with plainHttp)
 
 
 @dataclass(frozen=True)

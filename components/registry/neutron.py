@@ -28,10 +28,14 @@ def neutron_conf(ctx: RegionContext, node: NodeContext) -> dict:
 
 
 def ml2_conf(ctx: RegionContext, node: NodeContext) -> dict:
+    """OVN's databases over SSL (with TLS): neutron presents its node's certificate,
+    as every OVN client must, and verifies theirs with the cloud's CA."""
+    proto = "ssl" if ctx.node_pem else "tcp"
     return {
         "region": ctx.region,
-        "ovn_nb": f"tcp:{ctx.first_controller}:{OVN_NB_PORT}",
-        "ovn_sb": f"tcp:{ctx.first_controller}:{OVN_SB_PORT}",
+        "ovn_nb": f"{proto}:{ctx.first_controller}:{OVN_NB_PORT}",
+        "ovn_sb": f"{proto}:{ctx.first_controller}:{OVN_SB_PORT}",
+        "ovn_ssl": {"key": ctx.node_pem, "cert": ctx.node_pem, "ca": ctx.ca_file} if ctx.node_pem else {},
     }
 
 
@@ -73,15 +77,25 @@ SERVICE = ServiceDefinition(
     setup=(
         Step("neutron-dirs", ("controller",),
              "install -d -o neutron -g neutron -m 0750 /var/lib/neutron /var/lib/neutron/tmp"),
+        # With TLS, OVN's databases listen with SSL only and accept only clients whose
+        # certificate the cloud's CA signed (neutron, each chassis); northd uses the
+        # local sockets.
+        Step("ovn-central-ssl", ("controller",),
+             "ovn-nbctl set-ssl {node_pem} {node_pem} {ca_file} && ovn-sbctl set-ssl {node_pem} {node_pem} {ca_file}",
+             tls_only=True),
         Step("ovn-central", ("controller",),
-             f"ovn-nbctl set-connection ptcp:{OVN_NB_PORT}:{{address}} -- set connection . inactivity_probe=60000 && "
-             f"ovn-sbctl set-connection ptcp:{OVN_SB_PORT}:{{address}} -- set connection . inactivity_probe=60000"),
+             f"ovn-nbctl set-connection p{{ovn_proto}}:{OVN_NB_PORT}:{{address}} -- set connection . "
+             f"inactivity_probe=60000 && ovn-sbctl set-connection p{{ovn_proto}}:{OVN_SB_PORT}:{{address}} -- "
+             f"set connection . inactivity_probe=60000"),
+        # ovn-controller reaches the southbound database with the local Open vSwitch's SSL.
+        Step("ovn-chassis-ssl", ("compute",), "ovs-vsctl --no-wait set-ssl {node_pem} {node_pem} {ca_file}",
+             tls_only=True),
         # Debian's Open vSwitch scripts replace system-id with a random one at every start
         # unless this file names it: OVN would then see a new chassis after a reboot.
         Step("ovn-chassis", ("compute",),
              "echo {host} > /etc/openvswitch/system-id.conf && "
              "ovs-vsctl --no-wait set open_vswitch . external_ids:system-id={host} external_ids:hostname={host} "
-             f"external_ids:ovn-remote=tcp:{{controller}}:{OVN_SB_PORT} external_ids:ovn-encap-type=geneve "
+             f"external_ids:ovn-remote={{ovn_proto}}:{{controller}}:{OVN_SB_PORT} external_ids:ovn-encap-type=geneve "
              "external_ids:ovn-encap-ip={address} external_ids:ovn-bridge=br-int "
              "external_ids:ovn-bridge-datapath-type={ovs_datapath}"),
     ),

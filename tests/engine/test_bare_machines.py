@@ -169,6 +169,24 @@ def test_memcached_answers_only_clients_that_authenticate(machines, machine_cli)
     assert int(str(items).strip("b'")) > 0, items
 
 
+def test_ovn_databases_refuse_clients_without_a_certificate_of_the_cloud(machines, machine_cli):
+    """From a compute node: OVN's northbound database answers no plain TCP client, nor an
+    SSL client whose certificate the cloud's CA did not sign; the node's own certificate
+    (what ovn-controller and neutron present) is let in."""
+    controller, compute = NODES["RegionTwo"]
+    address = next(n["address"] for n in machines.nodes if n["name"] == machine_name(controller))
+    tls = "/etc/openstack-multiregion/tls"
+    show = f"timeout 20 ovn-nbctl --timeout=10 --db={{db}}:{address}:6641 {{ssl}} show >/dev/null 2>&1; echo $?"
+    plain = machines.ssh(compute, show.format(db="tcp", ssl="")).strip()
+    stranger = machines.ssh(compute, (
+        "d=$(mktemp -d); openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 "
+        "-subj /CN=stranger -keyout $d/key.pem -out $d/cert.pem 2>/dev/null; "
+        + show.format(db="ssl", ssl=f"-p $d/key.pem -c $d/cert.pem -C {tls}/ca.pem") + "; rm -rf $d")).strip()
+    member = machines.ssh(compute, show.format(
+        db="ssl", ssl=f"-p {tls}/server.pem -c {tls}/server.pem -C {tls}/ca.pem")).strip()
+    assert plain != "0" and stranger != "0" and member == "0", (plain, stranger, member)
+
+
 # --- region-two's passwords: every printable character, never seen in clear ---------------
 
 def test_printable_passwords_work_and_never_show(machines, machine_cli):

@@ -160,3 +160,26 @@ def test_memcached_runs_with_sasl_on_every_tls_controller():
     assert "\n-S\n" in files[ha.MEMCACHED_CONF] and "mech_list: plain" in files[ha.MEMCACHED_SASL_CONF]
     command = ha.memcached_user_command("openstack")
     assert "saslpasswd2 -p" in command  # the password comes on stdin, never on the command line
+
+
+def test_ovn_databases_take_only_clients_with_a_certificate_of_the_cloud(ctx):  # noqa: F811
+    import dataclasses
+
+    secured = dataclasses.replace(ctx, ca_file="/etc/omr/ca.pem", node_pem="/etc/omr/server.pem")
+    ml2 = ini(controller_files(secured)["/etc/neutron/plugins/ml2/ml2_conf.ini"])
+    assert ml2.get("ovn", "ovn_nb_connection").startswith("ssl:") and ml2.get("ovn", "ovn_sb_connection").startswith(
+        "ssl:")
+    for db in ("nb", "sb"):
+        assert ml2.get("ovn", f"ovn_{db}_private_key") == ml2.get("ovn", f"ovn_{db}_certificate") == \
+            "/etc/omr/server.pem"
+        assert ml2.get("ovn", f"ovn_{db}_ca_cert") == "/etc/omr/ca.pem"
+    plain = ini(controller_files(ctx)["/etc/neutron/plugins/ml2/ml2_conf.ini"])  # plainHttp: plain TCP
+    assert plain.get("ovn", "ovn_nb_connection").startswith("tcp:") and not plain.has_option("ovn", "ovn_nb_ca_cert")
+    steps = {s.name: s for s in registry.by_name("neutron").setup}
+    at = Placeholders("/venv", "198.18.1.11", "r1-ctl", "198.18.1.11", ca_file="/etc/omr/ca.pem",
+                      node_pem="/etc/omr/server.pem")
+    assert "pssl:6641:198.18.1.11" in at.fill(steps["ovn-central"].command)
+    assert "set-ssl /etc/omr/server.pem /etc/omr/server.pem /etc/omr/ca.pem" in at.fill(
+        steps["ovn-central-ssl"].command)
+    assert "ovn-remote=ssl:198.18.1.11:6642" in at.fill(steps["ovn-chassis"].command)
+    assert steps["ovn-central-ssl"].tls_only and steps["ovn-chassis-ssl"].tls_only
