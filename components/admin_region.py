@@ -7,6 +7,7 @@ read its outputs through a StackReference and never own any of these records.
 """
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -46,6 +47,12 @@ def shared_catalog(settings: Settings) -> list[registry.CatalogEntry]:
     """Service records the admin region registers: every catalog entry of the
     registry, legacy ones (volumev2) only when this stack asks for them."""
     return [c for _, c in registry.catalog_entries() if not c.legacy or c.type in settings.services]
+
+
+def keystone_unit(port: int):
+    """Keystone's registry unit, bound to the configured port (`keystone.port`)."""
+    unit = registry.KEYSTONE.units[0]
+    return dataclasses.replace(unit, wsgi=dataclasses.replace(unit.wsgi, port=port))
 
 
 class AdminRegion(pulumi.ComponentResource):
@@ -123,7 +130,7 @@ class AdminRegion(pulumi.ComponentResource):
         # On real nodes Keystone logs to its journal; supervised, to files.
         log_dir = on_node(root, "/var/log/keystone") if supervised else ""
         owner = self._owner(s)
-        unit_def = registry.KEYSTONE.units[0]
+        unit_def = keystone_unit(s.keystone.port)
         conf = pulumi.Output.from_input(connection).apply(lambda c: render(
             "keystone/keystone.conf.j2", **oslo_escaped(keystone_service.keystone_conf(s.region, c, conf_dir,
                                                                                        log_dir))))

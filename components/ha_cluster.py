@@ -115,9 +115,10 @@ def ha_files_and_checks(s: Settings, spec: NodeSpec, root: str) -> tuple[list[No
     me = next(c for c in controllers if c.name == spec.name)
     secrets = [settings_secret(k) for k in ("vrrpPassword", "haproxyStatsPassword", "erlangCookie")]
     rendered = pulumi.Output.secret(pulumi.Output.all(*secrets)).apply(lambda v: ha.ha_node_files(
-        ha_spec(s.ha, s.region, controllers, s.services, s.hosts_keystone, v[0], v[1], v[2], s.tls), me))
+        ha_spec(s.ha, s.region, controllers, s.services, s.hosts_keystone, v[0], v[1], v[2], s.tls,
+                s.keystone.port), me))
     shape = ha.ha_node_files(ha_spec(s.ha, s.region, controllers, s.services, s.hosts_keystone,
-                                     "x", "x" * 12, "x" * 20, s.tls), me)
+                                     "x", "x" * 12, "x" * 20, s.tls, s.keystone.port), me)
     files = {}
     for path in sorted(shape):
         owner, group, mode = ha.HA_FILE_MODES.get(path, ("root", "root", "0640"))

@@ -128,6 +128,7 @@ class HaSpec:
     erlang_cookie: str = ""  # secret, shared by every RabbitMQ node; required with 2+ controllers
     galera_provider: str = DEFAULT_GALERA_PROVIDER
     rabbitmq_management: bool = False  # enable the management UI (seed 002), bound to the node address
+    keystone_port: int = 5000  # the shared Keystone's port (`keystone.port`), on the VIP and each node
     # TLS (components/region_tls.py): HAProxy terminates HTTPS on the VIP, MariaDB and
     # RabbitMQ accept only TLS clients. "": plain (plainHttp).
     server_pem: str = ""
@@ -420,8 +421,8 @@ def haproxy_cfg(spec: HaSpec, controller: HaController) -> str:
         # Single quotes: haproxy reads the text literally (no escapes, no $VAR); validate()
         # keeps "'" out of the password.
         "haproxy_stats_auth": f"'{spec.stats_user}:{spec.stats_password}'",
-        "haproxy_apis": [{"name": l.name, "port": l.port, "httpchk": l.httpchk or "", "timeouts": list(l.timeouts)}
-                         for l in _listens(spec.apis)],
+        "haproxy_apis": [{"name": l.name, "port": _listen_port(spec, l), "httpchk": l.httpchk or "",
+                          "timeouts": list(l.timeouts)} for l in _listens(spec.apis)],
         "haproxy_servers": [{"name": c.name, "address": c.address} for c in spec.controllers],
         "haproxy_server_pem": spec.server_pem,
     })
@@ -464,6 +465,11 @@ def tls_files(spec: HaSpec) -> dict[str, str]:
 def _api_selectors() -> tuple[str, ...]:
     """Every service a region may run (those without a listen block add none)."""
     return tuple(sel for service in registry.SERVICES for sel in service.selectors)
+
+
+def _listen_port(spec: HaSpec, listen: registry.Listen) -> int:
+    """A listen's port: the registry's, or the configured one for Keystone's."""
+    return spec.keystone_port if listen in registry.KEYSTONE.listens else listen.port
 
 
 def _listens(apis: Iterable[str]) -> list[registry.Listen]:

@@ -514,7 +514,8 @@ def _parse_ha(raw: Mapping[str, Any], region: str, nodes: tuple[NodeSpec, ...],
 
 
 def ha_spec(ha: HaSettings, region: str, controllers, services, hosts_keystone: bool,
-            vrrp_password: str, stats_password: str, erlang_cookie: str, tls: bool = False):
+            vrrp_password: str, stats_password: str, erlang_cookie: str, tls: bool = False,
+            keystone_port: int = 5000):
     """The HA module's spec for this region (secrets given as plain strings)."""
     from components import ha_configs
     from components.tls_paths import CA_FILE, SERVER_PEM
@@ -525,7 +526,7 @@ def ha_spec(ha: HaSettings, region: str, controllers, services, hosts_keystone: 
                              db_virtual_router_id=ha.db_virtual_router_id, vrrp_password=vrrp_password,
                              stats_password=stats_password, stats_address=ha.stats_address,
                              sst_method=ha.sst_method, apis=apis, allow_small_galera=ha.allow_small_galera,
-                             erlang_cookie=erlang_cookie,
+                             erlang_cookie=erlang_cookie, keystone_port=keystone_port,
                              **({"server_pem": SERVER_PEM, "ca_file": CA_FILE} if tls else {}),
                              **({"galera_provider": ha.galera_provider} if ha.galera_provider else {}))
 

@@ -183,3 +183,19 @@ def test_ovn_databases_take_only_clients_with_a_certificate_of_the_cloud(ctx):  
         steps["ovn-central-ssl"].command)
     assert "ovn-remote=ssl:198.18.1.11:6642" in at.fill(steps["ovn-chassis"].command)
     assert steps["ovn-central-ssl"].tls_only and steps["ovn-chassis-ssl"].tls_only
+
+
+def test_keystone_binds_the_configured_port():
+    """`keystone.port` reaches the unit (it bound 5000 whatever the config said) and, with
+    `ha`, HAProxy's listen on the VIP and its backends."""
+    from components.admin_region import keystone_unit
+
+    unit = keystone_unit(5001)
+    text = unit_file(registry.KEYSTONE, unit, Placeholders("/venv", "198.18.1.11", "r1-ctl", "198.18.1.11"))
+    assert "--bind 198.18.1.11:5001 " in text
+    controllers = (ha.HaController("a", "198.18.1.11"), ha.HaController("b", "198.18.1.12"),
+                   ha.HaController("c", "198.18.1.13"))
+    spec = ha.HaSpec(region="R", vip="198.18.1.100", controllers=controllers, vrrp_password="pw",
+                     erlang_cookie="C" * 20, stats_password="s" * 12, apis=("identity",), keystone_port=5001)
+    haproxy = ha.ha_node_files(spec, controllers[0])[ha.HAPROXY_CFG]
+    assert "198.18.1.100:5001" in haproxy and "198.18.1.12:5001" in haproxy and ":5000" not in haproxy
