@@ -157,8 +157,8 @@ class AdminRegion(pulumi.ComponentResource):
                 f"--bootstrap-service-name keystone --bootstrap-region-id {shlex.quote(s.region)} "
                 + " ".join(f"--bootstrap-{i}-url {self.keystone_url}" for i in ("admin", "internal", "public"))),
                 stdin=pulumi.Output.secret(args.admin_password)))
-        # Behind HAProxy Keystone answers plain HTTP on the node; HAProxy ends TLS.
-        local_url = f"{'http' if s.ha else s.scheme}://{spec.address}:{s.keystone.port}/v3/"
+        # HTTPS on the node too behind HAProxy, which verifies it with the CA.
+        local_url = f"{s.scheme}://{spec.address}:{s.keystone.port}/v3/"
         if supervised:
             install = (f"[ -x {s.virtualenv}/bin/keystone-manage ] || {{ python3 -m venv {s.virtualenv} && "
                        f"{s.virtualenv}/bin/pip install -q {KEYSTONE_PIP}; }}")

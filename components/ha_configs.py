@@ -425,6 +425,7 @@ def haproxy_cfg(spec: HaSpec, controller: HaController) -> str:
                           "timeouts": list(l.timeouts)} for l in _listens(spec.apis)],
         "haproxy_servers": [{"name": c.name, "address": c.address} for c in spec.controllers],
         "haproxy_server_pem": spec.server_pem,
+        "haproxy_ca_file": spec.ca_file,
     })
 
 

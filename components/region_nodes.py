@@ -107,8 +107,8 @@ def region_context(settings: Settings, root: str, keystone_url: str, secrets: Se
         ovs_datapath=settings.network.datapath,
         venv=settings.virtualenv,
         ca_file=CA_FILE if settings.tls else "",
-        # Served by gunicorn itself on a node without HAProxy in front.
-        server_pem=SERVER_PEM if settings.tls and not settings.ha else "",
+        # gunicorn serves HTTPS itself, also behind HAProxy (which verifies it).
+        server_pem=SERVER_PEM if settings.tls else "",
         node_pem=SERVER_PEM if settings.tls else "",
         memcache_secret_key=secrets.memcache_secret_key if settings.tls else "",
         memcached_password=secrets.memcached_password if settings.tls else "",

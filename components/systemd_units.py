@@ -61,7 +61,7 @@ def node_placeholders(s: "Settings", spec: "NodeSpec", **service: str) -> Placeh
     proxies = ",".join([c.address for c in s.controllers] + [s.ha.vip]) if s.ha else ""
     return Placeholders(s.virtualenv, spec.address, spec.name, s.controllers[0].address, s.network.datapath,
                         service=service, ca_file=CA_FILE if s.tls else "",
-                        server_pem=SERVER_PEM if tls and not s.ha else "", proxies=proxies if tls else "",
+                        server_pem=SERVER_PEM if tls else "", proxies=proxies if tls else "",
                         node_pem=SERVER_PEM if s.tls else "")
 
 

@@ -80,9 +80,8 @@ SERVICE = ServiceDefinition(
     ),
     listens=(
         Listen("nova_compute_api_cluster", PORT),
-        Listen("nova_metadata_api_cluster", 8775),
-        # nova-novncproxy answers 404 to plain GETs (file_only): a TCP check, as both seeds do.
-        Listen("nova_vncproxy_cluster", 6080, httpchk=None, timeouts=("tunnel 1h",)),
+        # Seed 002's metadata (8775) and VNC proxy (6080) blocks come with those services:
+        # nothing serves them yet, and HAProxy would only report dead backends.
     ),
     haproxy_order=40,
     pip={"*": ("nova",), "compute+libvirt": ("libvirt-python",)},

@@ -115,3 +115,22 @@ def test_the_vip_moves_when_the_master_loses_haproxy(machines, machine_admin, ha
     finally:
         machines.ssh(first, "systemctl start haproxy")
     wait_for(f"the VIP back on {first}", lambda: vip_holders(machines) == [first])
+
+
+def test_haproxy_reaches_the_apis_over_tls_it_verifies(machines, ha_region):
+    """From another controller (where HAProxy runs): an API on the first controller
+    answers only TLS, with a certificate the cloud's CA verifies; plain HTTP gets no
+    answer an HTTP client accepts."""
+    first, second = CONTROLLERS[:2]
+    address = next(n["address"] for n in machines.nodes if n["name"] == machine_name(first))
+    ca = "/etc/openstack-multiregion/tls/ca.pem"
+    for port in (5000, 9292, 8774, 8778, 9696, 8776):
+        verified = machines.ssh(second, f"echo | openssl s_client -connect {address}:{port} -CAfile {ca} "
+                                        f"-verify_return_error 2>&1 | grep -c 'Verify return code: 0 (ok)' || true")
+        assert verified.strip() == "1", (port, verified)
+        plain = machines.ssh(second, f"python3 -c \"import urllib.request; "
+                                     f"urllib.request.urlopen('http://{address}:{port}/', timeout=10)\" "
+                                     f">/dev/null 2>&1; echo $?").strip()
+        assert plain != "0", port
+    haproxy = machines.ssh(second, "grep -c 'ssl verify required ca-file' /etc/haproxy/haproxy.cfg").strip()
+    assert int(haproxy) >= 3 * 6, haproxy

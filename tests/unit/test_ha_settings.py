@@ -99,7 +99,11 @@ def test_ha_admin_region_puts_keystone_behind_the_vip():
     bootstrap = [c for c in rec.of_type("remote:Command") if c.name.endswith("keystone-bootstrap")][0]
     assert "--bootstrap-public-url https://172.16.181.30:5000/v3/" in bootstrap.inputs["create"]
     unit = [c for c in rec.of_type("remote:Command") if c.name.endswith("unit-keystone")][0]
-    assert "http://172.16.181.31:5000/v3/" in unit.inputs["create"]  # readiness on the node itself
+    # Readiness on the node itself, over HTTPS: HAProxy reaches the node's Keystone with TLS too.
+    assert "https://172.16.181.31:5000/v3/" in unit.inputs["create"]
+    keystone_unit_file = [c for c in rec.of_type("remote:Command")
+                          if c.name.endswith("file-etc-systemd-system-keystone.service")][0]
+    assert "--certfile /etc/openstack-multiregion/tls/server.pem" in str(keystone_unit_file.inputs["stdin"])
 
 
 # --- VRRP router ids across regions (recorded on each Keystone region) --------

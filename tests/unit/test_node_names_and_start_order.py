@@ -199,3 +199,16 @@ def test_keystone_binds_the_configured_port():
                      erlang_cookie="C" * 20, stats_password="s" * 12, apis=("identity",), keystone_port=5001)
     haproxy = ha.ha_node_files(spec, controllers[0])[ha.HAPROXY_CFG]
     assert "198.18.1.100:5001" in haproxy and "198.18.1.12:5001" in haproxy and ":5000" not in haproxy
+
+
+def test_haproxy_reaches_every_api_over_tls_it_verifies():
+    controllers = (ha.HaController("a", "198.18.1.11"), ha.HaController("b", "198.18.1.12"),
+                   ha.HaController("c", "198.18.1.13"))
+    spec = ha.HaSpec(region="R", vip="198.18.1.100", controllers=controllers, vrrp_password="pw",
+                     erlang_cookie="C" * 20, stats_password="s" * 12, apis=("identity", "image", "compute"),
+                     server_pem="/x/server.pem", ca_file="/x/ca.pem")
+    haproxy = ha.ha_node_files(spec, controllers[0])[ha.HAPROXY_CFG]
+    api_servers = [line for line in haproxy.splitlines() if line.strip().startswith("server ")
+                   and not line.strip().split()[2].endswith(":3306")]
+    assert len(api_servers) == 3 * 3  # keystone, glance, nova's API on three controllers
+    assert all(line.endswith(" ssl verify required ca-file /x/ca.pem") for line in api_servers), api_servers
