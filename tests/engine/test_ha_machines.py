@@ -124,7 +124,7 @@ def test_haproxy_reaches_the_apis_over_tls_it_verifies(machines, ha_region):
     first, second = CONTROLLERS[:2]
     address = next(n["address"] for n in machines.nodes if n["name"] == machine_name(first))
     ca = "/etc/openstack-multiregion/tls/ca.pem"
-    for port in (5000, 9292, 8774, 8778, 9696, 8776):
+    for port in (9292, 8774, 8778, 9696, 8776):  # its APIs (the shared Keystone is region-one's)
         verified = machines.ssh(second, f"echo | openssl s_client -connect {address}:{port} -CAfile {ca} "
                                         f"-verify_return_error 2>&1 | grep -c 'Verify return code: 0 (ok)' || true")
         assert verified.strip() == "1", (port, verified)
@@ -133,4 +133,4 @@ def test_haproxy_reaches_the_apis_over_tls_it_verifies(machines, ha_region):
                                      f">/dev/null 2>&1; echo $?").strip()
         assert plain != "0", port
     haproxy = machines.ssh(second, "grep -c 'ssl verify required ca-file' /etc/haproxy/haproxy.cfg").strip()
-    assert int(haproxy) >= 3 * 6, haproxy
+    assert int(haproxy) >= 3 * 5, haproxy
