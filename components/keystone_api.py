@@ -52,22 +52,32 @@ def session_for(auth: dict[str, Any]) -> ks_session.Session:
                 user_domain_name=auth.get("userDomainName", "Default"),
                 project_domain_name=auth.get("projectDomainName", "Default"),
             )
-            sess = ks_session.Session(auth=plugin, verify=_ca_file(auth.get("caCert") or ""))
+            # The timeout covers the token request too: a Keystone that accepts
+            # connections and never answers fails within it instead of hanging.
+            sess = ks_session.Session(auth=plugin, verify=_ca_file(auth.get("caCert") or ""),
+                                      timeout=TOKEN_TIMEOUT)
             _sessions[key] = sess
         return sess
 
 
+_ca_files: dict[str, str] = {}  # CA (sha256) -> this process's own copy
+
+
 def _ca_file(ca_pem: str) -> Any:
-    """requests verifies against a CA file: this process's copy of `ca_pem` (True:
-    the system's CAs, for a Keystone without `caCert`)."""
+    """requests verifies against a CA file: this process's own copy of `ca_pem`, in a
+    directory only it made (0700), never a file that happened to exist (on a shared
+    host another user could plant one with an extra CA). True: the system's CAs, for
+    a Keystone without `caCert`."""
     if not ca_pem:
         return True
-    path = os.path.join(tempfile.gettempdir(), f"omr-ca-{hashlib.sha256(ca_pem.encode()).hexdigest()[:16]}.pem")
-    if not os.path.exists(path):
-        with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), delete=False) as f:
+    digest = hashlib.sha256(ca_pem.encode()).hexdigest()
+    if digest not in _ca_files:
+        directory = tempfile.mkdtemp(prefix="omr-ca-")  # 0700, a new name
+        path = os.path.join(directory, "ca.pem")
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
             f.write(ca_pem)
-        os.replace(f.name, path)
-    return path
+        _ca_files[digest] = path
+    return _ca_files[digest]
 
 
 # Transient failures (Keystone restarting, SQLite busy under concurrent writes) are
@@ -85,6 +95,7 @@ _QUICK = {**_NO_RETRY, "timeout": 10}
 CREATE_ATTEMPTS = 7
 CREATE_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 REQUEST_TIMEOUT = 60  # seconds for one request: a hung Keystone is an outcome-unknown failure
+TOKEN_TIMEOUT = 30  # seconds for a request without its own (the token request)
 
 
 def outcome_unknown(err: Exception) -> bool:

@@ -212,3 +212,43 @@ def test_haproxy_reaches_every_api_over_tls_it_verifies():
                    and not line.strip().split()[2].endswith(":3306")]
     assert len(api_servers) == 3 * 3  # keystone, glance, nova's API on three controllers
     assert all(line.endswith(" ssl verify required ca-file /x/ca.pem") for line in api_servers), api_servers
+
+
+# --- the Keystone client: its own CA file, and no request without a timeout ------------
+
+def test_a_planted_ca_file_is_never_trusted(tmp_path, monkeypatch):
+    import hashlib
+    import os
+    import stat
+    import tempfile
+
+    from components import keystone_api
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(keystone_api, "_ca_files", {})
+    ca = "-----BEGIN CERTIFICATE-----\nMIIB-the-cloud\n-----END CERTIFICATE-----\n"
+    planted = tmp_path / f"omr-ca-{hashlib.sha256(ca.encode()).hexdigest()[:16]}.pem"
+    planted.write_text(ca + "-----BEGIN CERTIFICATE-----\nMIIB-an-attacker\n-----END CERTIFICATE-----\n")
+    path = keystone_api._ca_file(ca)
+    assert path != str(planted) and open(path).read() == ca
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+    assert keystone_api._ca_file(ca) == path  # one copy per process
+
+
+def test_a_keystone_that_never_answers_fails_within_the_timeout(monkeypatch):
+    import socket
+    import time
+
+    from components import keystone_api
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)  # accepts connections (the kernel does), never answers
+    monkeypatch.setattr(keystone_api, "TOKEN_TIMEOUT", 2)
+    monkeypatch.setattr(keystone_api, "_sessions", {})
+    auth = {"authUrl": f"http://127.0.0.1:{server.getsockname()[1]}/v3/", "username": "admin", "password": "x"}
+    started = time.monotonic()
+    with pytest.raises(Exception):
+        keystone_api.KeystoneApi(auth, quick=True).get("regions")
+    assert time.monotonic() - started < 10
+    server.close()
