@@ -149,3 +149,6 @@ if settings.hosts_keystone:
 pulumi.export("region", settings.region)
 pulumi.export("keystoneUrl", keystone_url)
 pulumi.export("endpoints", region.endpoints)
+if "dashboard" in settings.services and settings.controllers:
+    # Horizon answers on its node's own address (not behind HAProxy, also with `ha`).
+    pulumi.export("dashboardUrl", f"{settings.scheme}://{settings.controllers[0].address}/dashboard/")

@@ -45,4 +45,6 @@ os server show demo-server >/dev/null 2>&1 ||
   os server create --image demo-image --flavor demo-tiny --network demo-net --wait demo-server >/dev/null
 os server show demo-server -c name -c status -c OS-EXT-SRV-ATTR:host -c addresses
 os compute service list
+dashboard=$(pulumi -C "$OMR_SANDBOX_PROJECT" stack output dashboardUrl --stack region-one 2>/dev/null || true)
+[ -z "$dashboard" ] || echo "== Horizon: $dashboard (user admin; its password: pulumi -C $OMR_SANDBOX_PROJECT stack output adminAuth --show-secrets --stack region-one; the CA your browser must trust: $OS_CACERT)"
 echo "== done in $(( $(date +%s) - start ))s; sandbox: $OMR_SANDBOX (scripts/sandbox.py status|down)"

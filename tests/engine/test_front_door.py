@@ -75,12 +75,13 @@ def demo_user(machines, machine_admin):
     machines.openstack("project", "delete", project, auth=machine_admin, check=False)
 
 
-def test_horizon_shows_each_region_its_own_images(machines, machine_admin, demo_user, tmp_path):
+def test_horizon_shows_each_region_its_own_images(machines, machine_cli, machine_admin, demo_user, tmp_path):
     from tests import horizon_browser as hb
 
     name = f"only-in-region-two-{uuid.uuid4().hex[:6]}"
     image = upload_image(machines, machine_admin, "RegionTwo", name, tmp_path, "--public")
     dashboard = f"https://{address(machines, NODES['RegionOne'][0])}/dashboard"
+    assert machine_cli.outputs("region-one")["dashboardUrl"] == dashboard + "/"  # what the stack tells its users
     ca = machines.ca_file(machine_admin["caCert"])
     shots = ARTIFACTS / "horizon"
     try:
