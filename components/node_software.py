@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import pulumi
 
 from components import registry
+from components.registry.roles import ROLES_BY_NAME
 from components.node import Node, NodeArgs, NodeFile, NodeStep
 from components.settings import NodeSpec, Settings
 from components.systemd_units import READY_TOOL
@@ -30,8 +31,6 @@ CONSTRAINTS_FILE = Path(__file__).resolve().parent.parent / "install" / "constra
 RELEASE = hashlib.sha256(CONSTRAINTS_FILE.read_bytes()).hexdigest()[:16]
 CONSTRAINTS_ON_NODE = "/etc/openstack-multiregion/constraints.txt"
 BASE_APT = ("python3-venv", "ca-certificates")
-# sasl2-bin (saslpasswd2) and the PLAIN mechanism: memcached's SASL users.
-CONTROLLER_APT = ("mariadb-server", "rabbitmq-server", "memcached", "sasl2-bin", "libsasl2-modules")
 HA_APT = ("galera-4", "rsync", "haproxy", "keepalived", "psmisc")  # psmisc: keepalived's check (killall)
 # With TLS, Galera's rsync state transfer is encrypted through stunnel (it reads the
 # server's certificate from [mysqld]) and refuses to run without it.
@@ -64,9 +63,10 @@ def runs_keystone(settings: Settings, spec: NodeSpec) -> bool:
 
 def apt_packages(settings: Settings, spec: NodeSpec) -> list[str]:
     packages = list(BASE_APT)
-    if "controller" in spec.roles:
-        packages += CONTROLLER_APT + (HA_APT if settings.ha else ()) + (HA_TLS_APT if settings.ha and settings.tls
-                                                                        else ())
+    for role in spec.roles:
+        packages += ROLES_BY_NAME[role].apt
+    if "controller" in spec.roles and settings.ha:  # the HA cluster runs on the controllers
+        packages += HA_APT + (HA_TLS_APT if settings.tls else ())
     for entry in node_services(settings, spec):
         packages += entry.packages("apt", spec.roles, settings.compute.driver)
     return list(dict.fromkeys(packages))

@@ -31,7 +31,7 @@ from components.node import Node, NodeArgs, NodeFile, NodeStep, NodeUnit, on_nod
 from components.node_software import RELEASE
 from components.region_secrets import RegionSecrets
 from components.region_tls import RegionTls
-from components.registry import nova
+from components.registry.roles import start_order, start_role
 from components.registry.model import ServiceDefinition, Unit
 from components.service_region import service_user_name
 from components.settings import NodeSpec, Settings
@@ -132,21 +132,22 @@ class RegionNodes(pulumi.ComponentResource):
         s = args.settings
         values = secret_values(args)
         self.nodes: dict[str, Node] = {}
-        controllers_ready: list[pulumi.Resource] = []
-        previous: Optional[Node] = None
-        for n in s.controllers:
-            # The first controller syncs the databases; the others start after it.
-            after = list(previous.steps.values()) if previous else []
-            self.nodes[n.name] = self._node(name, args, values, n, after)
-            previous = previous or self.nodes[n.name]
-            controllers_ready += self.nodes[n.name].ready
-        # Compute nodes register with the region's conductor, placement and OVN.
-        computes = [n for n in s.nodes if n.name not in self.nodes]
-        for n in computes:
-            self.nodes[n.name] = self._node(name, args, values, n, controllers_ready)
+        # Roles start in their order (registry/roles.py): a compute registers with the
+        # controllers' conductor, placement and OVN, so it starts once they are ready.
+        ready_of_role: dict[str, list[pulumi.Resource]] = {}
+        for role in start_order():
+            members = [n for n in s.nodes if start_role(n.roles) is role]
+            after = [r for earlier in role.starts_after for r in ready_of_role.get(earlier, [])]
+            ready_of_role[role.name] = []
+            for n in members:
+                first = self.nodes.get(members[0].name)
+                # The role's first node runs its steps (the database syncs) first.
+                ahead = list(first.steps.values()) if first is not None and role.first_node_first else []
+                self.nodes[n.name] = self._node(name, args, values, n, after + ahead)
+                ready_of_role[role.name] += self.nodes[n.name].ready
         self.ready = [r for node in self.nodes.values() for r in node.ready]
-        if s.service_manager == "systemd" and computes and "compute" in s.services:
-            self.ready.append(self._discover_hosts(s, computes))
+        if s.service_manager == "systemd":
+            self.ready += self._hooks(s)
         self.register_outputs({"nodes": list(self.nodes)})
 
     def _node(self, name: str, args: RegionNodesArgs, values: pulumi.Output, spec: NodeSpec,
@@ -175,14 +176,23 @@ class RegionNodes(pulumi.ComponentResource):
             depends_on=list(args.depends_on) + list(after) + tls_ready),
             pulumi.ResourceOptions(parent=self))
 
-    def _discover_hosts(self, s: Settings, computes: Sequence[NodeSpec]) -> pulumi.Resource:
-        """Once every compute node's nova-compute is up: map the new hosts to cell1, so
-        the scheduler can place servers on them. Runs again when the computes change."""
+    def _hooks(self, s: Settings) -> list[pulumi.Resource]:
+        """Each selected service's hooks (registry), on the first controller as the
+        service's user, once every node of their roles is ready; again when those
+        nodes change."""
+        made = []
         first = self.nodes[s.controllers[0].name]
-        command = f"runuser -u nova -- {nova.DISCOVER_HOSTS.format(venv=s.virtualenv)}"
-        hosts = ",".join(sorted(n.name for n in computes))
-        return first.command("nova-discover-hosts", command, triggers=[hosts],
-                             depends_on=[r for n in computes for r in self.nodes[n.name].ready])
+        at = node_placeholders(s, s.controllers[0])
+        for entry in registry.selected(s.services):
+            for hook in entry.hooks:
+                members = [n for n in s.nodes if any(r in n.roles for r in hook.after_roles)]
+                if not members:
+                    continue
+                command = f"runuser -u {entry.name} -- {at.fill(hook.command)}"
+                made.append(first.command(f"{entry.name}-{hook.name}", command,
+                                          triggers=[",".join(sorted(n.name for n in members))],
+                                          depends_on=[r for n in members for r in self.nodes[n.name].ready]))
+        return made
 
 
 def _systemd(s: Settings, spec: NodeSpec, entries: Sequence[ServiceDefinition], files_by_path: dict,
@@ -192,9 +202,10 @@ def _systemd(s: Settings, spec: NodeSpec, entries: Sequence[ServiceDefinition], 
     each restarted when a file it reads changes (or the node's certificates, which
     every unit uses as a client or a server) and then checked really working."""
     first = spec.name == s.controllers[0].name
-    at = node_placeholders(s, spec, **nova.cell_url_templates(len(s.controllers), s.tls))
     files, steps, units = [], [], []
     for entry in entries:
+        service_values = entry.placeholders(len(s.controllers), s.tls) if entry.placeholders else {}
+        at = node_placeholders(s, spec, **service_values)
         mine = [u for u in entry.units_for(spec.roles)]
         for unit in mine:
             if unit.packaged:
@@ -271,8 +282,8 @@ def _supervised_wsgi(s: Settings, spec: NodeSpec, root: str, entry: ServiceDefin
     prepare = " ".join(shlex.quote(on_node(root, d)) for d in (f"/var/lib/{entry.name}", f"/var/log/{entry.name}"))
     prepare = f"mkdir -p {prepare}" + "".join(
         f"; cp {venv}/etc/{entry.name}/{shipped} {shlex.quote(conf_dir)}/" for shipped in wsgi.shipped_files)
-    if entry.name == "glance":  # the file store's directory
-        prepare += f"; mkdir -p {shlex.quote(on_node(root, '/var/lib/glance/images'))}"
+    for directory in entry.data_dirs:
+        prepare += f"; mkdir -p {shlex.quote(on_node(root, directory))}"
     config = shlex.quote(on_node(root, entry.files[0].path))
     sync = "; ".join(f"PYTHONWARNINGS=ignore {cmd.format(venv=venv, config=config)}" for cmd in entry.db_sync)
     step = NodeStep(f"{entry.name}-db-sync", f"set -e; {prepare}; {sync}")

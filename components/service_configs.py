@@ -80,8 +80,9 @@ def _operator_files(ctx: RegionContext, entries) -> dict[str, str]:
                                      cacert=_shell(ctx.ca_file))
         files[CLOUDS_YAML] = render("openrc/clouds.yaml.j2", clouds=_clouds(ctx), auth_url=ctx.keystone_v3,
                                     admin_password=ctx.admin_password, cacert=ctx.ca_file)
-    hosts_dashboard = any(e is registry.by_name("horizon") for e in entries)
-    if ctx.dashboard_url and not hosts_dashboard:
+    # The redirect page, unless a service of the node serves the web root itself (Horizon).
+    serves_web_root = any(f.path == DASHBOARD_REDIRECT for e in entries for f in e.files)
+    if ctx.dashboard_url and not serves_web_root:
         files[DASHBOARD_REDIRECT] = render("horizon/redirect.html.j2", region=ctx.region,
                                            dashboard_url=ctx.dashboard_url)
     return files

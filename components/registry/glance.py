@@ -43,4 +43,5 @@ SERVICE = ServiceDefinition(
                 "install -d -o glance -g glance -m 0750 /var/lib/glance/images /var/lib/glance/staging "
                 "/var/lib/glance/tasks_work_dir /var/lib/glance/tmp"),),
     db_sync=("{venv}/bin/glance-manage --config-file {config} db_sync",),
+    data_dirs=("/var/lib/glance/images",),  # the file store
 )

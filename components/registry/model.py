@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
-ROLES = ("controller", "compute")
+from components.registry.roles import ROLES  # noqa: F401 (the roles a node may have)
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,17 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Hook:
+    """Work of a service across nodes: run on the region's first controller (as the
+    service's user) once every node of `after_roles` is ready, and again when that
+    set of nodes changes. E.g. nova maps new computes to its cell."""
+
+    name: str
+    command: str  # with the placeholders above
+    after_roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Database:
     name: str  # "nova_api"
     user: str  # MariaDB user, e.g. "nova"
@@ -155,6 +166,13 @@ class ServiceDefinition:
     apt: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     setup: tuple[Step, ...] = ()  # node preparation after files (paste files, OVN wiring)
     db_sync: tuple[str, ...] = ()  # as the service's user on the first controller, in order
+    hooks: tuple[Hook, ...] = ()  # work across nodes, once nodes of some roles are ready
+    # Directories it writes beyond /var/lib/<name> (its setup makes them on real nodes;
+    # the loopback sandbox's runner makes them under the node's root).
+    data_dirs: tuple[str, ...] = ()
+    # The service's own command placeholders, from the number of the region's
+    # controllers and whether it runs TLS (nova's cell URL templates).
+    placeholders: Optional[Callable[[int, bool], Mapping[str, str]]] = None
 
     def __post_init__(self) -> None:
         if not self.selectors:

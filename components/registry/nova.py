@@ -3,8 +3,8 @@ controller, nova-compute on every compute node. Every section that finds another
 service through the catalog names this region, and nova calls placement, neutron,
 glance and cinder as its own user."""
 from components.registry.context import NodeContext, RegionContext, only_on_controller
-from components.registry.model import (CatalogEntry, ConfigFile, Database, Listen, Ready, ServiceDefinition, Step,
-                                       Unit, Wsgi)
+from components.registry.model import (CatalogEntry, ConfigFile, Database, Hook, Listen, Ready, ServiceDefinition,
+                                       Step, Unit, Wsgi)
 
 NOVA_CONF = "/etc/nova/nova.conf"
 SUDOERS = "/etc/sudoers.d/nova"
@@ -54,6 +54,21 @@ def nova_service(binary: str, roles: tuple[str, ...], description: str, after: t
     return Unit(binary, roles, (NOVA_CONF,), command=f"{{venv}}/bin/{binary} --config-file {NOVA_CONF}",
                 description=description, ready=Ready("compute-service", "compute", binary=binary), after=after,
                 needs=needs)
+
+
+def cell_url_templates(rabbitmq_hosts: int, tls: bool = False) -> dict[str, str]:
+    """The cell mappings' URLs as templates of nova.conf's own (nova's CellMapping
+    format): [database] connection (with its TLS query), and [DEFAULT] transport_url
+    with one entry per RabbitMQ host."""
+    if rabbitmq_hosts <= 1:
+        hosts = "{username}:{password}@{hostname}:{port}"
+    else:
+        hosts = ",".join(f"{{username{i}}}:{{password{i}}}@{{hostname{i}}}:{{port{i}}}"
+                         for i in range(1, rabbitmq_hosts + 1))
+    database = "{scheme}://{username}:{password}@{hostname}/{path}"
+    query = "?{query}" if tls else ""
+    return {"cell_database": database + query, "cell0_database": database + "_cell0" + query,
+            "cell_transport": "{scheme}://" + hosts + "/{path}"}
 
 
 SERVICE = ServiceDefinition(
@@ -110,22 +125,8 @@ SERVICE = ServiceDefinition(
         "--database_connection '{cell_database}' --transport-url '{cell_transport}'",
         "{venv}/bin/nova-manage db sync",
     ),
+    # Once every compute node's nova-compute is up: map the new hosts to cell1, so the
+    # scheduler can place servers on them.
+    hooks=(Hook("discover-hosts", "{venv}/bin/nova-manage cell_v2 discover_hosts --verbose", ("compute",)),),
+    placeholders=cell_url_templates,
 )
-
-
-def cell_url_templates(rabbitmq_hosts: int, tls: bool = False) -> dict[str, str]:
-    """The cell mappings' URLs as templates of nova.conf's own (nova's CellMapping
-    format): [database] connection (with its TLS query), and [DEFAULT] transport_url
-    with one entry per RabbitMQ host."""
-    if rabbitmq_hosts <= 1:
-        hosts = "{username}:{password}@{hostname}:{port}"
-    else:
-        hosts = ",".join(f"{{username{i}}}:{{password{i}}}@{{hostname{i}}}:{{port{i}}}"
-                         for i in range(1, rabbitmq_hosts + 1))
-    database = "{scheme}://{username}:{password}@{hostname}/{path}"
-    query = "?{query}" if tls else ""
-    return {"cell_database": database + query, "cell0_database": database + "_cell0" + query,
-            "cell_transport": "{scheme}://" + hosts + "/{path}"}
-
-# After every compute node's nova-compute is up: map the new hosts to cell1.
-DISCOVER_HOSTS = "{venv}/bin/nova-manage cell_v2 discover_hosts --verbose"
