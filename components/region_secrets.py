@@ -56,7 +56,7 @@ class RegionSecrets(pulumi.ComponentResource):
     def __init__(self, name: str, args: RegionSecretsArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("openstack-multiregion:secrets:RegionSecrets", name, None, opts)
         s = args.settings
-        self._name = name
+        self.resource_name = name
         self._overrides = s.password_overrides
         services = service_names_with_users(s, args.all_service_users)
         if args.service_password_override is not None:
@@ -83,7 +83,7 @@ class RegionSecrets(pulumi.ComponentResource):
         if purpose in self._overrides:
             given = pulumi.Config(NAMESPACE).require_secret_object("passwords")
             return pulumi.Output.secret(given.apply(lambda p: p[purpose]))
-        return GeneratedSecret(f"{self._name}-{purpose}", opts=pulumi.ResourceOptions(parent=self)).value
+        return GeneratedSecret(f"{self.resource_name}-{purpose}", opts=pulumi.ResourceOptions(parent=self)).value
 
     def _secrets(self, kind: str, names) -> pulumi.Output[dict]:
         made = {n: self._secret(f"{kind}-{n}") for n in names}
