@@ -17,7 +17,7 @@ from components.region_tls import RegionTls, RegionTlsArgs
 from components.service_region import ServiceRegion, ServiceRegionArgs
 from components.settings import NAMESPACE, ConfigError, engine_secret_keys, parse, raw_stack_config, secret
 
-settings = parse(raw_stack_config(), engine_secret_keys())  # raises a one-line ConfigError before any resource
+settings = parse(raw_stack_config(), engine_secret_keys(), pulumi.get_stack())  # raises a one-line ConfigError before any resource
 # Every Keystone record this stack creates is tagged with its name; see components/identity.py.
 # The Keystone stack also takes the records its own bootstrap step makes.
 set_ownership(Ownership(owner=stack_owner(), adopt_untagged=settings.adopt_untagged,

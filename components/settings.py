@@ -233,7 +233,7 @@ def _is_address(value: Any) -> bool:
         return ipaddress.ip_address(value).version == 4
     except ValueError:
         # A name made only of digits and dots is a malformed IPv4 address, not a host name.
-        return bool(_HOSTNAME.match(value)) and not re.fullmatch(r"[0-9.]+", value)
+        return bool(_HOSTNAME.fullmatch(value)) and not re.fullmatch(r"[0-9.]+", value)
 
 
 def _is_ipv4(value: Any) -> bool:
@@ -241,6 +241,13 @@ def _is_ipv4(value: Any) -> bool:
         return isinstance(value, str) and ipaddress.ip_address(value).version == 4
     except ValueError:
         return False
+
+
+def _is_node_address(value: str) -> bool:
+    """An address a node can have and others reach. Loopback stays allowed: the
+    loopback sandbox runs its nodes on 127.x addresses of one machine."""
+    address = ipaddress.ip_address(value)
+    return not (address.is_multicast or address.is_unspecified or address.is_reserved or address.is_link_local)
 
 
 def _is_safe_path(value: Any) -> bool:
@@ -263,13 +270,29 @@ def _port(key: str, value: Any) -> int:
     return value
 
 
+def _node_ports() -> dict[int, str]:
+    """Ports a controller's services and infrastructure listen on -> whose."""
+    ports = {listen.port: service.name for service in registry.SERVICES for listen in service.listens
+             if service is not registry.KEYSTONE}
+    ports.update({3306: "MariaDB", 4444: "Galera", 4567: "Galera", 4568: "Galera", 5671: "RabbitMQ",
+                  5672: "RabbitMQ", 4369: "epmd", 25672: "RabbitMQ", 11211: "memcached", 6641: "OVN",
+                  6642: "OVN", 80: "Apache (Horizon)", 443: "Apache (Horizon)", 1080: "HAProxy's stats"})
+    return ports
+
+
+NODE_PORTS = _node_ports()
+
+
 def _parse_region(raw: Mapping[str, Any]) -> str:
     if "region" not in raw:
         raise ConfigError("region", "(unset)", "a Keystone region id such as RegionTwo")
     region = raw["region"]
-    if not isinstance(region, str) or not _REGION_ID.match(region):
+    longest_user = max(len(e.name) for e in registry.SERVICES if e.user) + 1  # "<service>-<region>"
+    if not isinstance(region, str) or not _REGION_ID.fullmatch(region) or len(region) > 255 - longest_user:
+        # The region's service users are named <service>-<region>: Keystone takes 255.
         raise ConfigError("region", region, "a Keystone region id: letters, digits, '.', '_' or '-', "
-                                            "starting with a letter or digit, at most 255 characters")
+                                            f"starting with a letter or digit, at most {255 - longest_user} "
+                                            f"characters (its service users are named <service>-<region>)")
     return region
 
 
@@ -284,7 +307,7 @@ def _parse_nodes(raw: Mapping[str, Any]) -> tuple[NodeSpec, ...]:
             raise ConfigError(k, item, "an object {name, address, roles, hostKey, sshPort?, sshUser?}")
         _only_keys(k, item, {"name", "address", "roles", "hostKey", "sshPort", "sshUser"})
         name = item.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ConfigError(f"{k}.name", name, "a node name of lowercase letters, digits and '-'")
         if name in seen_names:
             raise ConfigError(f"{k}.name", name, "a name not used by another node (node names must be unique)")
@@ -295,11 +318,14 @@ def _parse_nodes(raw: Mapping[str, Any]) -> tuple[NodeSpec, ...]:
             # runs with skip-name-resolve: a DNS name would pass here and fail every login.
             raise ConfigError(f"{k}.address", address, "the node's IPv4 address (not a DNS name: database grants "
                                                        "and the cluster members name nodes by address)")
+        if not _is_node_address(address):
+            raise ConfigError(f"{k}.address", address, "a unicast address other nodes reach (not multicast, "
+                                                       "broadcast, reserved, link-local or 0.0.0.0)")
         roles = item.get("roles")
         if not isinstance(roles, list) or not roles or any(r not in ROLES for r in roles):
             raise ConfigError(f"{k}.roles", roles, f"a non-empty list of roles from: {', '.join(ROLES)}")
         host_key = item.get("hostKey")
-        if not isinstance(host_key, str) or not _HOST_KEY.match(" ".join(host_key.split()[:2])):
+        if not isinstance(host_key, str) or not _HOST_KEY.fullmatch(" ".join(host_key.split()[:2])):
             raise ConfigError(f"{k}.hostKey", host_key, "the node's SSH host public key, e.g. 'ssh-ed25519 AAAA...' "
                                                        "(ssh-keyscan prints it)")
         port = _port(f"{k}.sshPort", item.get("sshPort", 22))
@@ -314,7 +340,7 @@ def _parse_nodes(raw: Mapping[str, Any]) -> tuple[NodeSpec, ...]:
     return tuple(nodes)
 
 
-def _parse_keystone(raw: Mapping[str, Any], nodes: tuple[NodeSpec, ...]) -> KeystoneSpec:
+def _parse_keystone(raw: Mapping[str, Any], nodes: tuple[NodeSpec, ...], this_stack: str = "") -> KeystoneSpec:
     expected = "exactly one of {node: <node name>} (this stack hosts Keystone) or {stack: <stack name>}"
     if "keystone" not in raw:
         raise ConfigError("keystone", "(unset)", expected)
@@ -328,11 +354,19 @@ def _parse_keystone(raw: Mapping[str, Any], nodes: tuple[NodeSpec, ...]) -> Keys
         names = [n.name for n in nodes]
         if ks["node"] not in names:
             raise ConfigError("keystone.node", ks["node"], f"the name of a node in 'nodes' ({', '.join(names) or 'none defined'})")
-        return KeystoneSpec(node=ks["node"], port=_port("keystone.port", ks.get("port", 5000)))
-    if not isinstance(ks["stack"], str) or not _STACK.match(ks["stack"]):
+        port = _port("keystone.port", ks.get("port", 5000))
+        taken = NODE_PORTS.get(port) or (port == next(n.ssh_port for n in nodes if n.name == ks["node"]) and "sshd")
+        if taken:
+            raise ConfigError("keystone.port", port, f"a port no other service of the Keystone node listens on "
+                                                     f"({port} is {taken}'s)")
+        return KeystoneSpec(node=ks["node"], port=port)
+    if not isinstance(ks["stack"], str) or not _STACK.fullmatch(ks["stack"]):
         raise ConfigError("keystone.stack", ks["stack"], "a stack name such as region-one or org/project/region-one")
     if "port" in ks:
         raise ConfigError("keystone.port", ks["port"], "no port with {stack: ...}: the URL comes from that stack")
+    if this_stack and ks["stack"].split("/")[-1] == this_stack:
+        raise ConfigError("keystone.stack", ks["stack"], "another stack's name: a stack cannot use its own Keystone "
+                                                         "through a reference ({node: ...} hosts Keystone here)")
     return KeystoneSpec(stack=ks["stack"])
 
 
@@ -550,9 +584,10 @@ def _collect_secret_values(raw: Mapping[str, Any], secret_keys: frozenset[str]) 
     _secret_values[:] = [v for k, value in raw.items() if k in secret for v in strings(value) if v]
 
 
-def parse(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> Settings:
+def parse(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset(), stack: str = "") -> Settings:
     """Validate the stack's `openstack-multiregion:*` config (keys without the namespace).
-    `secret_keys`: keys the engine holds as secrets (besides those secret by name)."""
+    `secret_keys`: keys the engine holds as secrets (besides those secret by name);
+    `stack`: this stack's name (a Keystone reference must name another)."""
     _collect_secret_values(raw, secret_keys)
     unknown = sorted(set(raw) - KNOWN_KEYS)
     if unknown:
@@ -561,7 +596,7 @@ def parse(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> 
     region = _parse_region(raw)
     ssh = _parse_ssh(raw)
     nodes = tuple(replace(n, ssh=ssh) for n in _parse_nodes(raw))
-    keystone = _parse_keystone(raw, nodes)
+    keystone = _parse_keystone(raw, nodes, stack)
     services = _parse_services(raw)
     if services and not any("controller" in n.roles for n in nodes) and "endpointAddress" not in raw:
         raise ConfigError("nodes", [n.name for n in nodes], "at least one node with role 'controller' "

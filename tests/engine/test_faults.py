@@ -34,11 +34,24 @@ MALFORMED = [
                                  {"name": "n1", "address": "10.0.0.2", "roles": ["compute"], "hostKey": KEY}]}),
     ("nodes[0].roles", {"nodes": [{"name": "n1", "address": "10.0.0.1", "roles": ["storage"], "hostKey": KEY}]}),
     ("nodes[0].hostKey", {"nodes": [{"name": "n1", "address": "10.0.0.1", "roles": ["controller"]}]}),
+    # The classes a review found passing preview and failing mid-deploy (hardening, item 8).
+    ("region", {"region": "RegionBad\n"}),  # a trailing newline
+    ("region", {"region": "R" * 250}),  # too long for its service users' names
+    ("keystone.stack", {"keystone": {"stack": "bad"}}),  # the stack itself
+    ("services", {"services": "image"}),  # a list given as a string
+    ("nodes[0].address", {"nodes": [{"name": "n1", "address": "224.0.0.5", "roles": ["controller"],
+                                     "hostKey": KEY}]}),  # multicast
+    ("nodes[0].address", {"nodes": [{"name": "n1", "address": "n1.example.org", "roles": ["controller"],
+                                     "hostKey": KEY}]}),  # a DNS name
+    ("keystone.port", {"keystone": {"node": "n1", "port": 9292},
+                       "nodes": [{"name": "n1", "address": "10.0.0.1", "roles": ["controller"], "hostKey": KEY}]}),
     ("identity.domains[0].projects[0]", {"identity": {"domains": [{"name": "d", "projects": [42]}]}}),
 ]
 
 
-def test_malformed_configs_are_rejected_before_any_change(cli):
+def test_malformed_configs_are_rejected_before_any_change(sandbox, cli):
+    access_log = sandbox.node_file("node1", "/var/log/keystone/access.log")
+    requests_before = len(access_log.read_text().splitlines())
     cli.write_stack("bad", BASE, {"servicePassword": "x" * 20, "sshPrivateKey": "unused"})
     for key, override in MALFORMED:
         config = {**BASE, **override}
@@ -65,6 +78,8 @@ def test_malformed_configs_are_rejected_before_any_change(cli):
     out = cli.up("bad", check=False)
     assert out.returncode != 0
     assert cli.resource_count("bad") <= 1  # at most the (empty) stack itself
+    # ... and Keystone was not even asked: no request at all, let alone a write.
+    assert access_log.read_text().splitlines()[requests_before:] == []
     cli.run("stack", "rm", "--yes", "--force", stack="bad")
 
 

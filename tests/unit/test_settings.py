@@ -68,6 +68,30 @@ BAD = [
         {"name": "ctl", "address": "10.0.0.2", "roles": ["compute"], "hostKey": KEY})}, "nodes[1].name"),
     ("malformed address", {"nodes": nodes(
         {"name": "ctl", "address": "192.168.80.300", "roles": ["controller"], "hostKey": KEY})}, "nodes[0].address"),
+    # Values with a trailing newline (a `$(cat file)` or a YAML block) are not the value.
+    ("a region id with a trailing newline", {"region": "RegionTwo\n"}, "region"),
+    ("a Keystone stack name with a trailing newline", {"keystone": json.dumps({"stack": "region-one\n"})},
+     "keystone.stack"),
+    ("a node name with a trailing newline", {"nodes": nodes(
+        {"name": "ctl\n", "address": "10.0.0.1", "roles": ["controller"], "hostKey": KEY})}, "nodes[0].name"),
+    # Derived names: the region's service users are <service>-<region>, Keystone takes 255.
+    ("a region id too long for its service users", {"region": "R" * 250}, "region"),
+    # Addresses of the wrong class for a node.
+    ("a multicast node address", {"nodes": nodes(
+        {"name": "ctl", "address": "224.0.0.5", "roles": ["controller"], "hostKey": KEY})}, "nodes[0].address"),
+    ("0.0.0.0 as a node address", {"nodes": nodes(
+        {"name": "ctl", "address": "0.0.0.0", "roles": ["controller"], "hostKey": KEY})}, "nodes[0].address"),
+    ("a link-local node address", {"nodes": nodes(
+        {"name": "ctl", "address": "169.254.1.1", "roles": ["controller"], "hostKey": KEY})}, "nodes[0].address"),
+    # Keystone on a port another service of its node takes.
+    ("Keystone on glance's port", {"keystone": json.dumps({"node": "ctl", "port": 9292}), "adminPassword": "a"},
+     "keystone.port"),
+    ("Keystone on MariaDB's port", {"keystone": json.dumps({"node": "ctl", "port": 3306}), "adminPassword": "a"},
+     "keystone.port"),
+    # Lists given as a string.
+    ("services as a string", {"services": json.dumps("image")}, "services"),
+    ("roles as a string", {"nodes": nodes(
+        {"name": "ctl", "address": "10.0.0.1", "roles": "controller", "hostKey": KEY})}, "nodes[0].roles"),
     # MariaDB's grants name addresses (skip-name-resolve): a DNS name would fail every login.
     ("a DNS name for a node", {"nodes": nodes(
         {"name": "ctl", "address": "ctl.example.org", "roles": ["controller"], "hostKey": KEY})}, "nodes[0].address"),
@@ -152,3 +176,11 @@ def test_no_config_error_shows_a_secret_value(overrides, key):
 def test_passwords_names_the_purposes_it_overrides():
     s = parse(valid(passwords=json.dumps({"rabbitmq": "r", "database-nova": "d"})))
     assert s.password_overrides == {"rabbitmq", "database-nova"}
+
+
+def test_a_stack_that_references_itself_names_the_key():
+    with pytest.raises(ConfigError) as err:
+        parse(valid(keystone=json.dumps({"stack": "organization/openstack-multiregion/region-two"})),
+              stack="region-two")
+    assert str(err.value).startswith("config openstack-multiregion:keystone.stack = ")
+    assert parse(valid(), stack="region-two").keystone.stack == "region-one"
