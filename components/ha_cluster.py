@@ -172,9 +172,17 @@ def systemd_cluster_steps(s: Settings, first: bool, sql: pulumi.Output,
     # The controllers by their config names, before RabbitMQ (re)starts as rabbit@<name>.
     names = ha.hosts_command(ha.HaController(c.name, c.address) for c in s.controllers)
     hosts = NodeStep("cluster-hosts", names)
+    # Before bootstrapping, the first controller asks the others: a member already running
+    # Galera (its replication port answers) means a cluster exists, and a second
+    # galera_new_cluster would make a second Primary component. It joins instead.
+    peers = " ".join(c.address for c in s.controllers[1:])
+    members_running = (f"running=; for peer in {peers}; do timeout 3 bash -c \"</dev/tcp/$peer/4567\" 2>/dev/null "
+                       f"&& running=$peer; done")
     if first:
         steps = [hosts, NodeStep("cluster-bootstrap", (
-            f"set -e; case \"$({_GALERA_STATE})\" in *Primary*) ;; *) systemctl stop mariadb; galera_new_cluster ;; "
+            f"set -e; case \"$({_GALERA_STATE})\" in *Primary*) ;; *) {members_running}; "
+            f"if [ -n \"$running\" ]; then echo \"galera: $running runs the cluster: joining it\" >&2; "
+            f"systemctl restart mariadb; else systemctl stop mariadb; galera_new_cluster; fi ;; "
             f"esac; "
             f"{_WAIT_SYNCED}; "
             # A cookie pushed after the package started RabbitMQ is read at the next start.

@@ -134,3 +134,29 @@ def test_haproxy_reaches_the_apis_over_tls_it_verifies(machines, ha_region):
         assert plain != "0", port
     haproxy = machines.ssh(second, "grep -c 'ssl verify required ca-file' /etc/haproxy/haproxy.cfg").strip()
     assert int(haproxy) >= 3 * 5, haproxy
+
+
+def galera_status(machines, node) -> dict:
+    out = machines.ssh(node, "mysql -N -B -e \"SHOW STATUS WHERE Variable_name IN ('wsrep_cluster_size', "
+                             "'wsrep_cluster_status', 'wsrep_cluster_state_uuid', 'wsrep_local_state_comment')\"")
+    return dict(line.split("\t") for line in out.splitlines())
+
+
+def test_a_rerun_bootstrap_joins_the_running_cluster(machines, ha_region):
+    """The first controller's MariaDB stopped while the other two keep the cluster; its
+    bootstrap step run again (`up --replace`) asks them first and joins: one Primary
+    component of three, never a second one."""
+    first = CONTROLLERS[0]
+    machines.ssh(first, "systemctl stop mariadb")
+    try:
+        wait_for("the other two in a Primary component of 2",
+                 lambda: galera_status(machines, CONTROLLERS[1]).get("wsrep_cluster_size") == "2")
+        step = ha_region.urn(STACK, f"ha-{first}-cluster-bootstrap")
+        ha_region.up(STACK, "--replace", step, timeout=1200)
+    finally:
+        machines.ssh(first, "systemctl is-active -q mariadb || systemctl start mariadb", check=False)
+    states = {n: galera_status(machines, n) for n in CONTROLLERS}
+    assert {s["wsrep_cluster_state_uuid"] for s in states.values()} and \
+        len({s["wsrep_cluster_state_uuid"] for s in states.values()}) == 1, states  # one cluster
+    assert all(s["wsrep_cluster_size"] == "3" and s["wsrep_cluster_status"] == "Primary"
+               and s["wsrep_local_state_comment"] == "Synced" for s in states.values()), states

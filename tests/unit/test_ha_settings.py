@@ -82,6 +82,9 @@ def test_real_nodes_bootstrap_the_first_controller_and_join_the_others():
     })
     commands = {c.name: c.inputs["create"] for c in rec.of_type("remote:Command")}
     assert "galera_new_cluster" in commands["ha-ctl1-cluster-bootstrap"]
+    # ... unless another member already runs Galera: then it joins (never a second Primary).
+    bootstrap = commands["ha-ctl1-cluster-bootstrap"]
+    assert bootstrap.index("/4567") < bootstrap.index("galera_new_cluster")
     for other in ("ctl2", "ctl3"):
         assert "join_cluster rabbit@ctl1" in commands[f"ha-{other}-cluster-join"]
         assert f"ha-{other}-cluster-bootstrap" not in commands
