@@ -102,6 +102,8 @@ def ready_command(entry: ServiceDefinition, unit: Unit, at: Placeholders, keysto
     credentials = ready.credentials or (unit.reads[0] if unit.reads else "")
     if ready.kind in ("api", "compute-service", "volume-service", "network-agent"):
         args += ["--config", credentials, "--service-type", ready.service_type]
+    if ready.kind == "api":  # on the node itself, also behind a VIP
+        args += ["--address", at.address]
     if ready.path and ready.kind != "url":
         args += ["--path", ready.path]
     if ready.binary:

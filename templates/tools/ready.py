@@ -7,7 +7,8 @@ unit, say why, show the last lines of its journal, and exit 1.
 
 KIND:
   api              an authenticated GET of P on service type T's internal endpoint
-                   in this region answers 2xx
+                   in this region answers 2xx (with --address: on this node's own
+                   address, the endpoint's port and path)
   compute-service  the compute API lists binary B on host H, state up
   volume-service   the volume API lists binary B on host H, state up
   network-agent    the network API lists binary B on host H, alive
@@ -66,13 +67,22 @@ def session_from(config_file):
     return session.Session(auth=auth, verify=verify, timeout=10), get("region_name")
 
 
+def on_node(url, address):
+    """The catalog's URL with this node's own address: the process just restarted here
+    must answer, not whichever controller is behind a VIP."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{address}:{parts.port}" if parts.port else address))
+
+
 def check_api(args):
     sess, region = session_from(args.config)
     headers = {"OpenStack-API-Version": "placement 1.1"} if args.service_type == "placement" else {}
-    response = sess.get(args.path, endpoint_filter={"service_type": args.service_type, "interface": "internal",
-                                                    "region_name": region}, headers=headers, raise_exc=False,
-                        timeout=10)
-    return response.status_code < 300, f"GET {args.path} on {args.service_type} in {region}: HTTP {response.status_code}"
+    endpoint = sess.get_endpoint(service_type=args.service_type, interface="internal", region_name=region)
+    url = (on_node(endpoint, args.address) if args.address else endpoint).rstrip("/") + args.path
+    response = sess.get(url, headers=headers, raise_exc=False, timeout=10)
+    return response.status_code < 300, f"GET {url} ({args.service_type} in {region}): HTTP {response.status_code}"
 
 
 def heartbeat_after(since):
@@ -176,7 +186,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("unit")
     p.add_argument("kind", choices=sorted(CHECKS))
-    for option in ("--config", "--service-type", "--path", "--binary", "--host", "--url", "--cafile"):
+    for option in ("--config", "--service-type", "--path", "--binary", "--host", "--url", "--cafile", "--address"):
         p.add_argument(option, default="")
     p.add_argument("--timeout", type=float, default=180)
     args = p.parse_args()
