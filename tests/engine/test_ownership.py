@@ -157,7 +157,8 @@ def test_a_refresh_never_takes_a_region_another_stack_registered_since(sandbox, 
         assert json.loads(before["region"])["region"][OWNER_ATTR] == stack_fqn("reown-b") and len(before) > 1
         refreshed = cli.up("reown-a", "--refresh", check=False)
         text = refreshed.stdout + refreshed.stderr
-        assert refreshed.returncode != 0 and f"stack {stack_fqn('reown-b')} already registered" in text, text[-3000:]
+        # Refused naming B (the region's message, or an endpoint's if that is checked first).
+        assert refreshed.returncode != 0 and stack_fqn("reown-b") in text, text[-3000:]
         assert "Traceback" not in text
         cli.destroy("reown-a")
         assert b_records() == before
