@@ -18,7 +18,10 @@ def cinder_conf(ctx: RegionContext, node: NodeContext) -> dict:
         # "Invalid image identifier" (seed 000, step 8).
         "glance_api_servers": ctx.api_url(GLANCE_PORT),
         "database_connection": ctx.database_connections.get("cinder"),
-        "keystone_authtoken": ctx.authtoken("cinder"),
+        # cinder-api monkey-patches eventlet, under which keystonemiddleware's SASL
+        # memcached client sends requests unauthenticated (memcached: "Auth failure"):
+        # with SASL, its token cache stays in the process.
+        "keystone_authtoken": ctx.authtoken("cinder", shared_cache=not ctx.memcached_password),
         # Cinder calls this region's nova (volume extend and snapshot events) as itself.
         "auth": ctx.keystoneauth("cinder"),
         "messaging": ctx.messaging_tls,

@@ -86,10 +86,13 @@ class RegionContext:
             "cafile": self.ca_file,
         })
 
-    def authtoken(self, service: str) -> dict[str, str]:
-        """[keystone_authtoken]: the shared Keystone, this region's memcached."""
-        return {**self.keystoneauth(service), **present({
-            "www_authenticate_uri": self.keystone_base,
+    def authtoken(self, service: str, shared_cache: bool = True) -> dict[str, str]:
+        """[keystone_authtoken]: the shared Keystone, this region's memcached (or, with
+        `shared_cache=False`, keystonemiddleware's cache in the process)."""
+        auth = {**self.keystoneauth(service), "www_authenticate_uri": self.keystone_base}
+        if not shared_cache:
+            return auth
+        return {**auth, **present({
             "memcached_servers": self.memcached_servers,
             "memcache_secret_key": self.memcache_secret_key,
         }), **self.memcached_sasl}
