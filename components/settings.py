@@ -32,6 +32,7 @@ _REGION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+$")
+_DOGPILE_COERCED = re.compile(r"[-+]?(\d+|(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)|(?i:true|false)|None")
 _STACK = re.compile(r"^([A-Za-z0-9_.-]+/){0,2}[A-Za-z0-9_.-]+$")
 
 
@@ -465,6 +466,12 @@ def _parse_passwords(raw: Mapping[str, Any]) -> frozenset[str]:
             raise ConfigError(f"passwords.{purpose}", "[secret]", expected)
         if not isinstance(value, str) or not value or "\n" in value or "\r" in value:
             raise ConfigError(f"passwords.{purpose}", "[secret]", "a non-empty password on one line")
+        if purpose == "memcached" and (value != value.strip() or _DOGPILE_COERCED.fullmatch(value)):
+            # nova's cache client gets it through dogpile.cache, which strips a string
+            # setting and turns numbers, true/false and None into other types.
+            raise ConfigError(f"passwords.{purpose}", "[secret]", "a password without blanks at either end, and "
+                                                                  "not a number, true, false or None (dogpile.cache, "
+                                                                  "which passes it on, would change it)")
         if purpose == "rabbitmq" and "/" in value:
             # oslo.messaging hands the password to kombu inside a URL with '/' left
             # unencoded, and kombu then reads a broken URL.

@@ -19,8 +19,10 @@ SUBNET = os.environ.get("OMR_TEST_SUBNET", "127.0.77")
 CANARY = "CaNaRy-5d1e"
 PRINTABLE = "".join(chr(c) for c in range(32, 127))
 PRINTABLE_PASSWORDS = {
-    # oslo.messaging cannot carry a '/' in RabbitMQ's password (the config refuses one).
-    purpose: f" '{CANARY}-{purpose}{PRINTABLE if purpose != 'rabbitmq' else PRINTABLE.replace('/', '')}\" "
+    # oslo.messaging cannot carry a '/' in RabbitMQ's password, and dogpile.cache strips
+    # memcached's blanks at both ends (the config refuses both).
+    purpose: (f" '{CANARY}-{purpose}{PRINTABLE if purpose != 'rabbitmq' else PRINTABLE.replace('/', '')}\" "
+              if purpose != "memcached" else f"'{CANARY}-{purpose}{PRINTABLE}\"")
     for purpose in ("keystone-glance", "keystone-placement", "keystone-nova", "keystone-neutron", "keystone-cinder",
                     "database-glance", "database-placement", "database-nova", "database-neutron", "database-cinder",
                     "rabbitmq", "metadata-proxy", "memcached")

@@ -162,6 +162,11 @@ CANARY = "canary-7f3a9c"
     ({"passwords": json.dumps({"rabbitmq": ""})}, "passwords.rabbitmq"),
     ({"passwords": CANARY}, "passwords"),
     ({"passwords": json.dumps({"rabbitmq": CANARY + "/x"})}, "passwords.rabbitmq"),
+    # dogpile.cache strips nova's [cache] password and coerces numbers and booleans.
+    ({"passwords": json.dumps({"memcached": " " + CANARY})}, "passwords.memcached"),
+    ({"passwords": json.dumps({"memcached": CANARY + " "})}, "passwords.memcached"),
+    ({"passwords": json.dumps({"memcached": "12345"})}, "passwords.memcached"),
+    ({"passwords": json.dumps({"memcached": "True"})}, "passwords.memcached"),
     ({"nodeRoot": CANARY + "/x;y"}, "nodeRoot"),
 ])
 def test_no_config_error_shows_a_secret_value(overrides, key):
