@@ -12,8 +12,10 @@ key (and owner) and only posts again when it is really not there.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -73,6 +75,7 @@ def _ca_file(ca_pem: str) -> Any:
     digest = hashlib.sha256(ca_pem.encode()).hexdigest()
     if digest not in _ca_files:
         directory = tempfile.mkdtemp(prefix="omr-ca-")  # 0700, a new name
+        atexit.register(shutil.rmtree, directory, True)  # gone with the process
         path = os.path.join(directory, "ca.pem")
         with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
             f.write(ca_pem)
