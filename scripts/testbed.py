@@ -352,11 +352,13 @@ def children_of(pid: int) -> list[int]:
     return kids
 
 
-def spawn(cmd: list[str], log_file: Path, pidfile: Path) -> int:
-    """A daemon of the sandbox: own session, output to its log, pid recorded."""
+def spawn(cmd: list[str], log_file: Path, pidfile: Path, cgroups: list[Path] = ()) -> int:
+    """A daemon of the sandbox: own session, output to its log, pid recorded; started
+    in the given cgroups when there are any."""
     with open(log_file, "ab") as out:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
+                                start_new_session=True, close_fds=True,
+                                preexec_fn=entering(list(cgroups)) if cgroups else None)
     pidfile.write_text(f"{proc.pid}\n")
     return proc.pid
 
@@ -424,8 +426,14 @@ def ensure_bridge(name: str, subnet: str) -> None:
 
 
 def delete_bridge(name: str) -> None:
+    """The bridge and the host ends of its nodes' links. Called once the nodes are
+    stopped; a node killed at halt may leave its host end (vb-...) behind, measured."""
+    members = [m for m in bridge_members(name) if m.startswith("vb-")]
     if interface_exists(name):
         run(["ip", "link", "del", name], f"deleting bridge {name}")
+    for member in members:
+        if interface_exists(member):
+            run(["ip", "link", "del", member], f"deleting the leftover link {member}")
 
 
 # --- the cached root filesystem ------------------------------------------------------
@@ -713,8 +721,69 @@ def container_init(nspawn_pid: int) -> int | None:
     return kids[0] if kids else None
 
 
-def start_container(node_dir: Path, cmd: list[str]) -> int:
-    return spawn(cmd, node_dir / "console.log", node_dir / "nspawn.pid")
+def start_container(node_dir: Path, cmd: list[str], machine: str) -> int:
+    cgroups = node_cgroups(machine)
+    for cgroup in cgroups:
+        cgroup.mkdir(exist_ok=True)
+    return spawn(cmd, node_dir / "console.log", node_dir / "nspawn.pid", cgroups)
+
+
+# --- a node's own cgroup ---------------------------------------------------------
+# Without systemd as the host's PID 1, nspawn (--keep-unit) puts a node's systemd in
+# <nspawn's own cgroup>/payload. Nodes started from one cgroup then share one tree: their
+# systemds create, watch and remove the same unit cgroups (measured: two nodes' inits
+# both in /payload/init.scope, and a unit of one failing at boot with 219/CGROUP while
+# the other started the same unit). Each node's nspawn starts in a cgroup of its own.
+
+CGROUP_FS = Path("/sys/fs/cgroup")
+
+
+def own_cgroups(proc_cgroup: str, fs: Path = CGROUP_FS) -> list[Path]:
+    """The directories of a process's cgroup (its /proc/<pid>/cgroup text) in the
+    hierarchies a node's systemd uses: the unified one (cgroup v2, or v1 hybrid's
+    `unified`) and v1's name=systemd."""
+    dirs = []
+    for line in proc_cgroup.splitlines():
+        hierarchy, controllers, path = line.split(":", 2)
+        if hierarchy == "0" and not controllers:
+            base = fs if (fs / "cgroup.controllers").exists() else fs / "unified"
+        elif controllers == "name=systemd":
+            base = fs / "systemd"
+        else:
+            continue
+        if base.is_dir():
+            dirs.append(base / path.lstrip("/"))
+    return dirs
+
+
+def node_cgroups(machine: str) -> list[Path]:
+    return [d / machine for d in own_cgroups(Path("/proc/self/cgroup").read_text())]
+
+
+def entering(cgroups: list[Path]) -> Callable[[], None]:
+    """For Popen's preexec_fn: the child moves itself into the cgroups before exec."""
+    procs = [str(c / "cgroup.procs") for c in cgroups]
+
+    def enter() -> None:
+        for path in procs:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, str(os.getpid()).encode())
+            finally:
+                os.close(fd)
+    return enter
+
+
+def remove_node_cgroups(machine: str) -> None:
+    """A stopped node's cgroups, innermost first; one still in use stays."""
+    for cgroup in node_cgroups(machine):
+        if not cgroup.is_dir():
+            continue
+        for d in sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            cgroup.rmdir()
 
 
 def sshd_answers(address: str) -> bool:
@@ -762,6 +831,40 @@ def stop_containers(node_dirs: list[Path], log: Callable[[str], None], timeout: 
     wait_gone(list(running), 10.0)
     for node_dir in node_dirs:
         (node_dir / "nspawn.pid").unlink(missing_ok=True)
+
+
+def power_off(node_dir: Path, log: Callable[[str], None]) -> None:
+    """A node loses power: its init and nspawn get SIGKILL, nothing halts cleanly."""
+    pid = container_pid(node_dir)
+    if not pid:
+        raise TestbedError(f"{node_dir.name} is not running")
+    init = container_init(pid)
+    link = host_end_of_link(init) if init else None
+    if init:
+        signal_quietly(init, signal.SIGKILL)  # ends the node's whole pid namespace
+    signal_quietly(pid, signal.SIGKILL)
+    if wait_gone([pid], 10.0):
+        raise TestbedError(f"{node_dir.name}'s nspawn ({pid}) is still there after SIGKILL")
+    (node_dir / "nspawn.pid").unlink(missing_ok=True)
+    # The kernel frees a dead node's network namespace, and with it the link, in its own
+    # time (measured: about 2 minutes after a test bed's `down`); nspawn could not make
+    # the link again before that.
+    if link and interface_exists(link):
+        run(["ip", "link", "del", link], f"deleting {node_dir.name}'s link {link}")
+    log(f"{node_dir.name} powered off (SIGKILL)")
+
+
+def host_end_of_link(init: int) -> str | None:
+    """The host's name of the node's link (nspawn's vb-..., hashed when long): the
+    interface whose index the node's host0 names as its peer."""
+    try:
+        peer = (Path(f"/proc/{init}/root/sys/class/net/host0/iflink")).read_text().strip()
+    except OSError:
+        return None
+    for index in Path("/sys/class/net").glob("*/ifindex"):
+        if index.read_text().strip() == peer:
+            return index.parent.name
+    return None
 
 
 def remove_nspawn_leftovers(machine: str) -> None:

@@ -17,6 +17,9 @@ import pytest
 from components import remote
 from tests.sandbox import SANDBOX_SCRIPT, SandboxInfo
 
+sys.path.insert(0, str(SANDBOX_SCRIPT.parent))
+import testbed  # noqa: E402
+
 pytestmark = pytest.mark.engine
 
 SUBNET = os.environ.get("OMR_TESTBED_SUBNET", "198.18.77")
@@ -62,6 +65,11 @@ def daemons(directory: Path, data: dict) -> dict[str, str]:
     return {str(f): f.read_text().strip() for f in files}
 
 
+def init_cgroup(node_dir: Path) -> str:
+    """The cgroup lines of the node's systemd, seen from the host."""
+    return Path(f"/proc/{testbed.container_init(testbed.container_pid(node_dir))}/cgroup").read_text()
+
+
 def processes_mentioning(text: str) -> list[str]:
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
@@ -85,6 +93,11 @@ def test_machines_sandbox_of_two_nodes():
         assert data["kind"] == "machines" and data["bridge"].startswith("omr-")
         assert (node1["address"], node2["address"]) == (f"{SUBNET}.11", f"{SUBNET}.12")
         conn1, conn2 = connection(sb, node1), connection(sb, node2)
+        # Each node's systemd runs in a cgroup of its own: in a shared one, the nodes'
+        # systemds raced over the same unit cgroups (a unit failed at boot: 219/CGROUP).
+        machines = [testbed.machine_name(data["bridge"], n["name"]) for n in (node1, node2)]
+        cgroups = [init_cgroup(directory / "nodes" / n["name"]) for n in (node1, node2)]
+        assert [machine in cgroup for machine, cgroup in zip(machines, cgroups)] == [True, True], cgroups
 
         # Booted with systemd, reached with the pinned host key; a wrong key is refused.
         for conn, node in ((conn1, node1), (conn2, node2)):
@@ -127,11 +140,17 @@ def test_machines_sandbox_of_two_nodes():
         assert daemons(directory, data) == before and "booting" not in log_text and took < 20
 
         # `down` leaves nothing behind.
+        links = [link["ifname"] for link in json.loads(subprocess.run(
+            ["ip", "-j", "link", "show", "master", data["bridge"]], capture_output=True, text=True, check=True).stdout)]
+        assert len(links) == 2, links  # each node's host end of its link
         _, took = sandbox(directory, "down")
         print(f"down: {took:.1f}s", file=sys.stderr)
         assert processes_mentioning(str(directory)) == []
         assert subprocess.run(["ip", "link", "show", "dev", data["bridge"]], capture_output=True).returncode != 0
+        assert [link for link in links
+                if subprocess.run(["ip", "link", "show", "dev", link], capture_output=True).returncode == 0] == []
         assert str(directory) not in Path("/proc/self/mountinfo").read_text()
+        assert [c for m in machines for c in testbed.node_cgroups(m) if c.exists()] == []
         sandbox(directory, "down")  # idempotent
     finally:
         if not os.environ.get("OMR_KEEP_SANDBOX"):

@@ -153,6 +153,28 @@ def configure(node_dir, root):
     testbed.configure_node(root, node_dir, "node1", "198.18.1.11", SETUP)
 
 
+HYBRID = "9:name=systemd:/\n8:pids:/\n4:memory:/job/7b8d\n0::/\n"
+
+
+def test_a_node_gets_its_own_cgroup_in_the_hierarchies_of_a_hybrid_host(tmp_path):
+    for d in ("systemd", "unified", "memory"):
+        (tmp_path / d).mkdir()
+    assert testbed.own_cgroups(HYBRID, tmp_path) == [tmp_path / "systemd", tmp_path / "unified"]
+    nested = "1:name=systemd:/ci/job\n0::/ci/job\n"
+    assert testbed.own_cgroups(nested, tmp_path) == [tmp_path / "systemd/ci/job", tmp_path / "unified/ci/job"]
+
+
+def test_a_node_gets_its_own_cgroup_on_a_cgroup2_host(tmp_path):
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    assert testbed.own_cgroups("0::/user.slice/session-1.scope\n", tmp_path) == [
+        tmp_path / "user.slice/session-1.scope"]
+
+
+def test_the_cgroups_of_two_nodes_differ(monkeypatch, tmp_path):
+    monkeypatch.setattr(testbed, "own_cgroups", lambda text: [tmp_path / "unified"])
+    assert testbed.node_cgroups("omr-1-node1") != testbed.node_cgroups("omr-1-node2")
+
+
 def test_node_files_written_by_the_sandbox(tmp_path):
     node_dir, root = fake_node(tmp_path)
     configure(node_dir, root)
