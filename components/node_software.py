@@ -49,7 +49,7 @@ class NodeSoftwareArgs:
 
 def node_services(settings: Settings, spec: NodeSpec) -> list[registry.ServiceDefinition]:
     """The registry entries that run on this node (Keystone on the Keystone node)."""
-    entries = [e for e in registry.selected(settings.services) if e.runs_on(spec.roles)]
+    entries = [e for e in registry.selected(settings.services) if e.runs_on(settings.registry_roles(spec))]
     if runs_keystone(settings, spec):
         entries.insert(0, registry.KEYSTONE)
     return entries
@@ -68,15 +68,15 @@ def apt_packages(settings: Settings, spec: NodeSpec) -> list[str]:
     if "controller" in spec.roles and settings.ha:  # the HA cluster runs on the controllers
         packages += HA_APT + (HA_TLS_APT if settings.tls else ())
     for entry in node_services(settings, spec):
-        packages += entry.packages("apt", spec.roles, settings.compute.driver)
+        packages += entry.packages("apt", settings.registry_roles(spec))
     return list(dict.fromkeys(packages))
 
 
 def pip_packages(settings: Settings, spec: NodeSpec) -> list[str]:
     packages = list(RUNTIME_PIP)
     for entry in node_services(settings, spec):
-        roles = ("controller",) if entry is registry.KEYSTONE else spec.roles
-        packages += entry.packages("pip", roles, settings.compute.driver)
+        roles = ("controller",) if entry is registry.KEYSTONE else settings.registry_roles(spec)
+        packages += entry.packages("pip", roles)
     return list(dict.fromkeys(packages))
 
 
@@ -95,12 +95,13 @@ def apt_command(packages: list[str]) -> str:
 
 
 def venv_command(venv: str, packages: list[str], users: list[str]) -> str:
-    """System users, then the virtualenv from the pinned release (on stdin)."""
+    """System users, then the virtualenv from the pinned release (on stdin). A user's
+    home is made once: a service's own setup may open it further (nova's, for QEMU)."""
     q = shlex.quote
     create_users = "".join(
         f"getent group {u} >/dev/null || groupadd --system {u}; "
         f"getent passwd {u} >/dev/null || useradd --system -g {u} -d /var/lib/{u} -s /usr/sbin/nologin {u}; "
-        f"install -d -o {u} -g {u} -m 0750 /var/lib/{u}; "
+        f"[ -d /var/lib/{u} ] || install -d -o {u} -g {u} -m 0750 /var/lib/{u}; "
         for u in users)
     return (f"set -e; {create_users}"
             f"mkdir -p {q(str(Path(CONSTRAINTS_ON_NODE).parent))}; cat > {q(CONSTRAINTS_ON_NODE)}; "

@@ -112,7 +112,10 @@ def region_context(settings: Settings, root: str, keystone_url: str, secrets: Se
         node_pem=SERVER_PEM if settings.tls else "",
         memcache_secret_key=secrets.memcache_secret_key if settings.tls else "",
         memcached_password=secrets.memcached_password if settings.tls else "",
-        extra={"dashboard_secret_key": secrets.dashboard_secret_key},
+        extra={"dashboard_secret_key": secrets.dashboard_secret_key,
+               "qemu_cgroup_controllers": settings.compute.qemu_cgroup_controllers,
+               "manager_shutdown_timeout": settings.compute.shutdown_timeout,
+               "graceful_shutdown_timeout": settings.compute.graceful_shutdown_timeout},
     )
 
 
@@ -155,11 +158,12 @@ class RegionNodes(pulumi.ComponentResource):
         s = args.settings
         root = s.node_root_for(spec.name)
         shape = region_context(s, root, "http://keystone:5000", placeholder_secrets(s))
-        paths = sorted(sc.node_files(shape, spec.address, spec.roles, s.services, spec.name))
+        roles = s.registry_roles(spec)
+        paths = sorted(sc.node_files(shape, spec.address, roles, s.services, spec.name))
         rendered = pulumi.Output.all(args.keystone_url, values).apply(
-            lambda v: sc.node_files(region_context(s, root, v[0], v[1]), spec.address, spec.roles, s.services,
+            lambda v: sc.node_files(region_context(s, root, v[0], v[1]), spec.address, roles, s.services,
                                     spec.name))
-        modes = sc.node_file_modes(spec.roles, s.services)
+        modes = sc.node_file_modes(roles, s.services)
         files = [NodeFile(p, pulumi.Output.secret(rendered.apply(lambda f, p=p: f[p])),
                           mode=modes.get(p, ("0600", "root"))[0], group=modes.get(p, ("0600", "root"))[1])
                  for p in paths]
@@ -206,7 +210,7 @@ def _systemd(s: Settings, spec: NodeSpec, entries: Sequence[ServiceDefinition], 
     for entry in entries:
         service_values = entry.placeholders(len(s.controllers), s.tls) if entry.placeholders else {}
         at = node_placeholders(s, spec, **service_values)
-        mine = [u for u in entry.units_for(spec.roles)]
+        mine = [u for u in entry.units_for(s.registry_roles(spec))]
         for unit in mine:
             if unit.packaged:
                 continue
@@ -228,7 +232,8 @@ def _systemd(s: Settings, spec: NodeSpec, entries: Sequence[ServiceDefinition], 
 def _service_steps(s: Settings, spec: NodeSpec, entry: ServiceDefinition, at: Placeholders,
                    first: bool) -> list[NodeStep]:
     steps = []
-    for unit in entry.units_for(spec.roles):
+    roles = s.registry_roles(spec)
+    for unit in entry.units_for(roles):
         for shipped in unit.wsgi.shipped_files if unit.wsgi else ():
             source = f"{s.virtualenv}/etc/{entry.name}/{shipped}"
             steps.append(NodeStep(f"{entry.name}-{shipped}", f"install -m 0640 -o root -g {entry.name} "
@@ -236,7 +241,7 @@ def _service_steps(s: Settings, spec: NodeSpec, entry: ServiceDefinition, at: Pl
     for step in entry.setup:
         if step.tls_only and not s.tls:
             continue
-        if any(r in spec.roles for r in step.roles) and (first or not step.first_controller_only):
+        if any(r in roles for r in step.roles) and (first or not step.first_controller_only):
             steps.append(NodeStep(f"{entry.name}-{step.name}" if not step.name.startswith(entry.name) else step.name,
                                   at.fill(step.command)))
     config = entry.files[0].path if entry.files else ""

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping
 
 from components import registry
 from components.registry import ROLES
+from components.registry.roles import is_variant_of
 from components.registry.context import NodeContext, RegionContext, present
 from components.registry.model import ConfigFile, Unit, Wsgi
 from components.templates import render
@@ -100,7 +101,7 @@ def _clouds(ctx: RegionContext) -> list[dict[str, str]]:
 # --- escaping ----------------------------------------------------------------------------
 
 def _check_roles(roles: Iterable[str]) -> None:
-    unknown = sorted(set(roles) - set(ROLES))
+    unknown = sorted(r for r in set(roles) if not is_variant_of(r))
     if unknown:
         raise ValueError(f"unknown node role {unknown[0]!r}: expected one of {', '.join(ROLES)}")
 

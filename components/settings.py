@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional
 import pulumi
 
 from components import registry
+from components.registry.roles import registry_roles
 
 NAMESPACE = "openstack-multiregion"
 
@@ -137,6 +138,26 @@ class ComputeSettings:
 
     driver: str = "libvirt"  # or "fake": servers without guests (test beds)
     virt_type: str = "kvm"  # libvirt's: kvm, or qemu without hardware virtualization
+    # qemu.conf's cgroup_controllers: None keeps libvirt's default; () where the node's
+    # cgroups are read-only (a container such as systemd-nspawn or LXC).
+    qemu_cgroup_controllers: Optional[tuple[str, ...]] = None
+    # nova's manager_shutdown_timeout: how long a stopping nova-compute lets in-progress
+    # tasks finish (20 s of it are kept for cleanup). nova's default. With libvirt, nova
+    # waits out all of it even when idle (its libvirt event thread never ends), so a
+    # stop or restart of nova-compute takes this long.
+    shutdown_timeout: int = 160
+
+    @property
+    def graceful_shutdown_timeout(self) -> int:
+        """oslo.service's bound on the whole stop: the manager's share plus stopping its
+        RPC servers; it must exceed the manager's (nova's defaults: 160 and 180)."""
+        return self.shutdown_timeout + 20
+
+    @property
+    def stop_timeout(self) -> int:
+        """systemd's TimeoutStopSec for nova-compute: longer than nova's own bound, so a
+        stop ends by nova's graceful shutdown and never by SIGKILL mid-task."""
+        return self.graceful_shutdown_timeout + 20
 
 
 @dataclass(frozen=True)
@@ -148,6 +169,8 @@ class NetworkSettings:
 
 COMPUTE_DRIVERS = ("libvirt", "fake")
 VIRT_TYPES = ("kvm", "qemu")
+CGROUP_CONTROLLERS = ("cpu", "devices", "memory", "blkio", "cpuset", "cpuacct")
+MAX_SHUTDOWN_TIMEOUT = 3600
 DATAPATHS = ("system", "netdev")
 DEFAULT_VIRTUALENV = "/opt/openstack/venv"
 
@@ -208,6 +231,10 @@ class Settings:
     def service_address(self) -> str:
         """Where this region's APIs answer: endpointAddress, the HA VIP, or the first controller."""
         return self.endpoint_address or (self.ha.vip if self.ha else None) or self.controllers[0].address
+
+    def registry_roles(self, spec: NodeSpec) -> tuple[str, ...]:
+        """The node's roles plus its compute driver's variant (registry/roles.py)."""
+        return registry_roles(spec.roles, self.compute.driver)
 
     def node_root_for(self, node: str) -> str:
         return self.node_root.replace("{node}", node)
@@ -422,8 +449,8 @@ def _parse_domains(raw: Mapping[str, Any]) -> tuple[DomainSpec, ...]:
 def _parse_compute(raw: Mapping[str, Any]) -> ComputeSettings:
     compute = _decode("compute", raw.get("compute", "{}"))
     if not isinstance(compute, dict):
-        raise ConfigError("compute", compute, "an object {driver?, virtType?}")
-    _only_keys("compute", compute, {"driver", "virtType"})
+        raise ConfigError("compute", compute, "an object {driver?, virtType?, qemuCgroupControllers?, shutdownTimeout?}")
+    _only_keys("compute", compute, {"driver", "virtType", "qemuCgroupControllers", "shutdownTimeout"})
     driver = compute.get("driver", "libvirt")
     if driver not in COMPUTE_DRIVERS:
         raise ConfigError("compute.driver", driver, "libvirt (real guests, the default) or fake (servers without "
@@ -431,7 +458,20 @@ def _parse_compute(raw: Mapping[str, Any]) -> ComputeSettings:
     virt_type = compute.get("virtType", "kvm")
     if virt_type not in VIRT_TYPES:
         raise ConfigError("compute.virtType", virt_type, "kvm (the default) or qemu (no hardware virtualization)")
-    return ComputeSettings(driver, virt_type)
+    controllers = compute.get("qemuCgroupControllers")
+    if controllers is not None:
+        if not isinstance(controllers, list) or not all(
+                isinstance(c, str) and c in CGROUP_CONTROLLERS for c in controllers):
+            raise ConfigError("compute.qemuCgroupControllers", controllers,
+                              f"a list of libvirt's cgroup controllers ({', '.join(CGROUP_CONTROLLERS)}), "
+                              "[] where the node's cgroups are read-only (containers)")
+        controllers = tuple(dict.fromkeys(controllers))
+    shutdown = compute.get("shutdownTimeout", ComputeSettings.shutdown_timeout)
+    if isinstance(shutdown, bool) or not isinstance(shutdown, int) or not 0 <= shutdown <= MAX_SHUTDOWN_TIMEOUT:
+        raise ConfigError("compute.shutdownTimeout", shutdown,
+                          f"seconds (0-{MAX_SHUTDOWN_TIMEOUT}) a stopping nova-compute gives in-progress tasks, "
+                          f"20 of them for its cleanup (default {ComputeSettings.shutdown_timeout})")
+    return ComputeSettings(driver, virt_type, controllers, shutdown)
 
 
 def _parse_network(raw: Mapping[str, Any]) -> NetworkSettings:

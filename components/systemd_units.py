@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 READY_TOOL = "/usr/local/lib/openstack-multiregion/ready.py"
 UNIT_DIR = "/etc/systemd/system"
+KEEP_ALIVE = 75  # seconds gunicorn keeps an idle client connection open (nginx's default)
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,15 @@ class Placeholders:
     # The node's own certificate and key (one PEM): what it presents as a TLS client
     # (OVN's databases ask every client for one); "" with plainHttp.
     node_pem: str = ""
+    compute_stop_timeout: int = 0  # nova-compute's TimeoutStopSec (from compute.shutdownTimeout)
     service: Mapping[str, str] = field(default_factory=dict)  # a service's own, e.g. nova's cell URL templates
 
     def fill(self, command: str, **extra: str) -> str:
         values = {"venv": self.venv, "address": self.address, "host": self.host, "controller": self.controller,
                   "scheme": "https" if self.ca_file else "http", "node_pem": self.node_pem,
                   "ovn_proto": "ssl" if self.node_pem else "tcp", "ca_file": self.ca_file,
-                  "ovs_datapath": self.ovs_datapath, "config": self.config, **self.service, **extra}
+                  "ovs_datapath": self.ovs_datapath, "config": self.config,
+                  "compute_stop_timeout": self.compute_stop_timeout, **self.service, **extra}
         return command.format(**values)
 
 
@@ -62,7 +65,8 @@ def node_placeholders(s: "Settings", spec: "NodeSpec", **service: str) -> Placeh
     return Placeholders(s.virtualenv, spec.address, spec.name, s.controllers[0].address, s.network.datapath,
                         service=service, ca_file=CA_FILE if s.tls else "",
                         server_pem=SERVER_PEM if tls else "", proxies=proxies if tls else "",
-                        node_pem=SERVER_PEM if s.tls else "")
+                        node_pem=SERVER_PEM if s.tls else "",
+                        compute_stop_timeout=s.compute.stop_timeout)
 
 
 def unit_path(unit: Unit) -> str:
@@ -83,15 +87,22 @@ def exec_start(unit: Unit, at: Placeholders) -> str:
     # One worker with threads: APIs start their own background work per process.
     tls = (f"--certfile {at.server_pem} --keyfile {at.server_pem} " if at.server_pem else "") + (
         f"--forwarded-allow-ips {at.proxies} " if at.proxies else "")
+    # Idle keep-alive connections are closed after 75 s, not gunicorn's 2: neutron sends
+    # nova its port events in batches 2 s apart on one pooled connection, and a request
+    # sent as gunicorn closed that connection failed ("EOF occurred in violation of
+    # protocol"); the lost network-vif-plugged failed the guest's boot 300 s later
+    # (measured in a CI run).
     return (f"{at.venv}/bin/gunicorn --no-control-socket --name {unit.name} "
             f"--bind {at.address}:{unit.wsgi.port} --workers 1 --worker-class gthread "
-            f"--threads {unit.wsgi.threads} --timeout 120 --graceful-timeout 10 {tls}"
+            f"--threads {unit.wsgi.threads} --timeout 120 --graceful-timeout 10 --keep-alive {KEEP_ALIVE} {tls}"
             f"--chdir {unit.wsgi.config_dir} {wsgi_module(unit)}:application")
 
 
 def unit_file(entry: ServiceDefinition, unit: Unit, at: Placeholders) -> str:
     return render("systemd/service.j2", description=unit.description or f"OpenStack {unit.name}",
-                  user=entry.name, exec_start=exec_start(unit, at), environment=list(unit.environment),
+                  user=unit.user or entry.name, group=unit.group or unit.user or entry.name, umask=unit.umask,
+                  exec_start=exec_start(unit, at), stop_timeout=at.fill(unit.stop_timeout),
+                  environment=[(name, at.fill(value)) for name, value in unit.environment],
                   after=[*unit.after, *(f"{n}.service" for n in unit.needs), "mariadb.service", "rabbitmq-server.service", "memcached.service"])
 
 

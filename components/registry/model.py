@@ -114,6 +114,10 @@ class Unit:
     # orders it after them at boot.
     needs: tuple[str, ...] = ()
     packaged: bool = False  # a unit the distribution's package ships (ovn-controller): not written
+    user: str = ""  # the account it runs as; default: the service's system user
+    group: str = ""  # its group; default: the user's
+    umask: str = ""  # systemd's UMask=; default: systemd's (0022)
+    stop_timeout: str = "30"  # systemd's TimeoutStopSec= (placeholders allowed): after it, SIGKILL
 
 
 @dataclass(frozen=True)
@@ -160,8 +164,8 @@ class ServiceDefinition:
     listens: tuple[Listen, ...] = ()  # HAProxy, in the order they appear in haproxy.cfg
     haproxy_order: int = 100  # where its listen blocks go in haproxy.cfg (lower first)
     # Install: Python packages into the node's virtualenv, Debian packages; keyed by
-    # node role, "*" for every role the service runs on, "<role>+<compute driver>"
-    # (e.g. "compute+libvirt") for what one compute driver adds.
+    # registry role, "*" for every role the service runs on; "<role>+<compute driver>"
+    # (e.g. "compute+libvirt") is what one compute driver adds.
     pip: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     apt: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     setup: tuple[Step, ...] = ()  # node preparation after files (paste files, OVN wiring)
@@ -190,10 +194,11 @@ class ServiceDefinition:
     def runs_on(self, roles: tuple[str, ...]) -> bool:
         return bool(self.files_for(roles) or self.units_for(roles))
 
-    def packages(self, kind: str, roles: tuple[str, ...], compute_driver: str = "") -> tuple[str, ...]:
-        """What `kind` ("pip" or "apt") installs for this service on a node with these roles."""
+    def packages(self, kind: str, roles: tuple[str, ...]) -> tuple[str, ...]:
+        """What `kind` ("pip" or "apt") installs for this service on a node with these
+        registry roles (roles.registry_roles: with the compute driver's variant)."""
         table = self.pip if kind == "pip" else self.apt
-        keys = (["*"] if self.runs_on(roles) else []) + list(roles) + [f"{r}+{compute_driver}" for r in roles]
+        keys = (["*"] if self.runs_on(roles) else []) + list(roles)
         return tuple(dict.fromkeys(p for k in keys for p in table.get(k, ())))
 
     @property

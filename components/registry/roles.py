@@ -25,6 +25,9 @@ class Role:
     # The role's first node runs its steps (database syncs, once per region) before
     # its other nodes start.
     first_node_first: bool = False
+    # What the registry matches on such a node besides the role: "<role>+<compute
+    # driver>" (compute+libvirt: libvirt itself, its qemu.conf, os-vif's privileges).
+    has_driver_variant: bool = False
 
 
 ROLE_LIST: tuple[Role, ...] = (
@@ -32,10 +35,25 @@ ROLE_LIST: tuple[Role, ...] = (
          # sasl2-bin (saslpasswd2) and the PLAIN mechanism: memcached's SASL users.
          apt=("mariadb-server", "rabbitmq-server", "memcached", "sasl2-bin", "libsasl2-modules"),
          first_node_first=True),
-    Role("compute", "nova-compute and the OVN chassis: where guests run", starts_after=("controller",)),
+    Role("compute", "nova-compute and the OVN chassis: where guests run", starts_after=("controller",),
+         has_driver_variant=True),
 )
 ROLES_BY_NAME: dict[str, Role] = {r.name: r for r in ROLE_LIST}
 ROLES: tuple[str, ...] = tuple(ROLES_BY_NAME)
+
+
+def registry_roles(roles: tuple[str, ...], compute_driver: str) -> tuple[str, ...]:
+    """A node's roles as the registry's files, units, steps and packages match them:
+    its roles, then "<role>+<driver>" for each role with a driver variant."""
+    variants = tuple(f"{r}+{compute_driver}" for r in roles
+                     if r in ROLES_BY_NAME and ROLES_BY_NAME[r].has_driver_variant)
+    return tuple(roles) + variants
+
+
+def is_variant_of(name: str) -> bool:
+    """Whether a registry role name is a known role or a role's driver variant."""
+    base, _, driver = name.partition("+")
+    return base in ROLES_BY_NAME and (not driver or ROLES_BY_NAME[base].has_driver_variant)
 
 
 def start_role(roles: tuple[str, ...]) -> Role:

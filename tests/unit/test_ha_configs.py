@@ -45,8 +45,8 @@ SEED_LISTENS = {
     "keystone_public_cluster": 5000,
     "glance_api_cluster": 9292,
     "nova_compute_api_cluster": 8774,
-    # Seed 002's nova_metadata_api_cluster (8775) and nova_vncproxy_cluster (6080) come
-    # with the metadata API and the VNC proxy: nothing serves them yet.
+    "nova_metadata_api_cluster": 8775,
+    # Seed 002's nova_vncproxy_cluster (6080) comes with the VNC proxy: nothing serves it yet.
     "placement_api_cluster": 8778,
     "neutron_api_cluster": 9696,
     "cinder_api_cluster": 8776,

@@ -3,6 +3,7 @@ their services need (issue: hardening, items 10, 12 and 13)."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import time
 from datetime import datetime, timezone
 
@@ -64,6 +65,37 @@ def test_nova_conductor_and_scheduler_start_after_placement_answers():
         assert "placement-api.service" in text.split("After=")[1].splitlines()[0]
         # systemd never gives up inside (or after) the readiness window.
         assert "StartLimitIntervalSec=0" in text
+
+
+def test_nova_compute_gets_the_time_nova_takes_to_stop():
+    """nova-compute's TimeoutStopSec comes from compute.shutdownTimeout (nova waits that
+    long when it stops); the other units keep 30 s."""
+    nova = registry.by_name("nova")
+    at = Placeholders("/venv", "198.18.1.12", "r1-cmp", "198.18.1.11", compute_stop_timeout=200)
+    stop_timeouts = {u.name: re.search(r"^TimeoutStopSec=(\S+)$", unit_file(nova, u, at), re.M).group(1)
+                     for u in nova.units if not u.packaged}
+    assert stop_timeouts.pop("nova-compute") == "200"
+    assert set(stop_timeouts.values()) == {"30"}
+
+
+def test_apis_keep_idle_connections_longer_than_clients_batch_requests():
+    """gunicorn's default keep-alive (2 s) equals neutron's interval between batches of
+    port events to nova: a batch sent as gunicorn closed the pooled connection was lost."""
+    nova = registry.by_name("nova")
+    api = next(u for u in nova.units if u.name == "nova-api")
+    text = unit_file(nova, api, Placeholders("/venv", "198.18.1.11", "r1-ctl", "198.18.1.11"))
+    assert re.search(r"--keep-alive (\d+)", text).group(1) == "75"
+
+
+def test_the_chassis_keeps_the_node_name_across_reboots():
+    """OVN binds ports to the chassis whose hostname is nova's host: the config name.
+    Debian's ovs-record-hostname.service would write the machine's hostname over it at
+    every boot, so the chassis step disables it before it sets the name."""
+    neutron = registry.by_name("neutron")
+    step = next(s for s in neutron.setup if s.name == "ovn-chassis")
+    command = Placeholders("/venv", "198.18.1.12", "r1-cmp", "198.18.1.11").fill(step.command)
+    assert command.index("systemctl disable -q --now ovs-record-hostname.service") < \
+        command.index("external_ids:hostname=r1-cmp")
 
 
 def test_units_are_ordered_after_the_units_they_need():
@@ -213,7 +245,7 @@ def test_haproxy_reaches_every_api_over_tls_it_verifies():
     haproxy = ha.ha_node_files(spec, controllers[0])[ha.HAPROXY_CFG]
     api_servers = [line for line in haproxy.splitlines() if line.strip().startswith("server ")
                    and not line.strip().split()[2].endswith(":3306")]
-    assert len(api_servers) == 3 * 3  # keystone, glance, nova's API on three controllers
+    assert len(api_servers) == 4 * 3  # keystone, glance, nova's API and metadata API on three controllers
     assert all(line.endswith(" ssl verify required ca-file /x/ca.pem") for line in api_servers), api_servers
 
 

@@ -69,6 +69,14 @@ def compute_files(ctx: RegionContext) -> dict[str, str]:
     return node_files(ctx, COMPUTE, ("compute",), ALL_SERVICES, "cmp2")
 
 
+def libvirt_compute_files(ctx: RegionContext) -> dict[str, str]:
+    """A compute whose driver is libvirt, as the registry sees it (roles.registry_roles)."""
+    return node_files(ctx, COMPUTE, registry_roles(("compute",), "libvirt"), ALL_SERVICES, "cmp2")
+
+
+from components.registry.roles import registry_roles  # noqa: E402
+
+
 def ini(text: str) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     parser.read_string(text)
@@ -108,9 +116,11 @@ def test_controller_gets_the_files_of_each_service_plus_openrc_clouds_and_redire
     }
 
 
-def test_compute_gets_only_nova(ctx):
-    # With ML2/OVN a compute runs no Neutron process: ovn-controller reads Open vSwitch.
-    assert set(compute_files(ctx)) == {"/etc/nova/nova.conf", "/etc/sudoers.d/nova"}
+def test_compute_gets_nova_and_the_metadata_agent(ctx):
+    # With ML2/OVN a compute runs no Neutron agent but OVN's metadata agent:
+    # ovn-controller reads Open vSwitch.
+    assert set(compute_files(ctx)) == {"/etc/nova/nova.conf", "/etc/sudoers.d/nova",
+                                       "/etc/neutron/neutron_ovn_metadata_agent.ini"}
 
 
 def test_controller_gets_only_the_services_of_the_region(ctx):
@@ -235,8 +245,23 @@ def test_nova_compute_conf(ctx):
                                      "compute_driver": "libvirt.LibvirtDriver",
                                      "rootwrap_config": "/etc/nova/rootwrap.conf"})
     assert_section(conf, "libvirt", {"virt_type": "qemu"})
+    assert_section(conf, "libvirt", {"cpu_mode": "none"})  # TCG: QEMU's own CPU model
+    assert conf.get("DEFAULT", "resume_guests_state_on_host_boot") == "true"  # nova reads it there only
+    assert not conf.has_section("compute")
+    # os-vif reaches Open vSwitch as root through its privileged helper, never over TCP.
+    assert_section(conf, "os_vif_ovs", {"ovsdb_interface": "vsctl",
+                                        "ovsdb_connection": "unix:/run/openvswitch/db.sock"})
     fake = ini(compute_files(dataclasses.replace(ctx, compute_driver="fake"))["/etc/nova/nova.conf"])
     assert fake.get("DEFAULT", "compute_driver") == "fake.FakeDriverWithoutFakeNodes"
+
+
+def test_a_libvirt_compute_gets_qemu_conf_and_os_vif_privileges(ctx):
+    files = libvirt_compute_files(ctx)
+    assert set(files) - set(compute_files(ctx)) == {"/etc/libvirt/qemu.conf", "/etc/nova/rootwrap.d/os-vif.filters"}
+    assert "cgroup_controllers" not in files["/etc/libvirt/qemu.conf"]  # libvirt's default
+    contained = libvirt_compute_files(dataclasses.replace(ctx, extra={"qemu_cgroup_controllers": ()}))
+    assert "\ncgroup_controllers = [  ]\n" in contained["/etc/libvirt/qemu.conf"]
+    assert "vif_plug_ovs.privsep.vif_plug" in files["/etc/nova/rootwrap.d/os-vif.filters"]
 
 
 def test_nova_compute_holds_no_database_password_nor_metadata_secret(ctx):
@@ -244,10 +269,24 @@ def test_nova_compute_holds_no_database_password_nor_metadata_secret(ctx):
     conf = ini(files["/etc/nova/nova.conf"])
     assert not conf.has_section("database") and not conf.has_section("api_database")
     assert not conf.has_option("neutron", "metadata_proxy_shared_secret")
-    # Nothing of another service: only nova's password and RabbitMQ's.
+    # Nothing of another service: only nova's password and RabbitMQ's, and the metadata
+    # secret in the metadata agent's file, which signs what it forwards to nova.
     for other in ("glance-secret", "neutron-secret", "cinder-secret", "placement-secret", "db-secret",
-                  "metadata-secret", "admin-secret"):
+                  "admin-secret"):
         assert not any(other in text for text in files.values()), other
+    assert [p for p, text in files.items() if "metadata-secret" in text] == [
+        "/etc/neutron/neutron_ovn_metadata_agent.ini"]
+
+
+def test_the_metadata_agent_forwards_to_this_regions_nova_over_tls(ctx):
+    agent = ini(compute_files(ctx)["/etc/neutron/neutron_ovn_metadata_agent.ini"])
+    assert_section(agent, "DEFAULT", {"nova_metadata_host": ctx.controller_address, "nova_metadata_port": "8775",
+                                      "nova_metadata_protocol": ctx.scheme,
+                                      "metadata_proxy_shared_secret": "metadata-secret",
+                                      "metadata_proxy_user": "neutron"})
+    assert_section(agent, "ovs", {"ovsdb_connection": "unix:/run/openvswitch/db.sock"})
+    assert agent.get("privsep_link", "helper_command").endswith(
+        "/bin/privsep-helper --config-file /etc/neutron/neutron_ovn_metadata_agent.ini")
 
 
 def test_one_node_with_both_roles_gets_one_nova_conf_with_both_flavours(ctx):
@@ -256,6 +295,9 @@ def test_one_node_with_both_roles_gets_one_nova_conf_with_both_flavours(ctx):
     assert conf.get("database", "connection") == _db("nova", "nova")
     assert conf.get("libvirt", "virt_type") == "qemu"
     assert conf.get("DEFAULT", "host") == "aio"
+    # nova's own shutdown bounds, written out (systemd's stop timeout is derived from them).
+    assert (conf.get("DEFAULT", "manager_shutdown_timeout"), conf.get("DEFAULT", "graceful_shutdown_timeout")) == \
+        ("160", "180")
 
 
 def test_nova_sudoers_allows_only_rootwrap(ctx):
@@ -470,7 +512,8 @@ def test_state_root_prefixes_state_dirs_but_not_node_paths(ctx):
 
 def test_units_for_depends_on_the_node_roles():
     assert units_for("/etc/nova/nova.conf", ("compute",)) == ("nova-compute",)
-    assert units_for("/etc/nova/nova.conf", ("controller",)) == ("nova-api", "nova-conductor", "nova-scheduler")
+    assert units_for("/etc/nova/nova.conf", ("controller",)) == ("nova-api", "nova-metadata-api",
+                                                                  "nova-conductor", "nova-scheduler")
     assert units_for("/etc/neutron/plugins/ml2/ml2_conf.ini", ("controller",)) == (
         "neutron-api", "neutron-periodic-workers", "neutron-ovn-maintenance-worker")
     assert units_for("/etc/glance/glance-api.conf", ("controller",)) == ("glance-api",)
@@ -483,3 +526,14 @@ def test_every_config_file_is_read_by_a_unit_of_its_service():
         for f in entry.files:
             if entry.units and f.path.endswith((".conf", ".ini")):
                 assert any(f.path in u.reads for u in entry.units), f.path
+
+
+def test_on_the_userspace_datapath_libvirt_makes_the_guests_taps(ctx):
+    """os-vif's own taps race ovs-vswitchd on the netdev datapath (a tap left down):
+    there neutron tells nova to let libvirt create them; the kernel datapath keeps
+    upstream's default."""
+    ml2 = "/etc/neutron/plugins/ml2/ml2_conf.ini"
+    netdev = ini(controller_files(dataclasses.replace(ctx, ovs_datapath="netdev"))[ml2])
+    assert netdev.get("ovn", "ovs_create_tap") == "false"
+    system = ini(controller_files(dataclasses.replace(ctx, ovs_datapath="system"))[ml2])
+    assert not system.has_option("ovn", "ovs_create_tap")

@@ -127,7 +127,30 @@ BAD = [
     ("malformed memcached server", {"memcachedServers": json.dumps(["10.0.0.1"])}, "memcachedServers[0]"),
     ("duplicate domain", {"identity": json.dumps({"domains": [{"name": "a"}, {"name": "A"}]})},
      "identity.domains[1].name"),
+    ("unknown virt type", {"compute": json.dumps({"virtType": "xen"})}, "compute.virtType"),
+    ("cgroup controllers as a string", {"compute": json.dumps({"qemuCgroupControllers": "cpu"})},
+     "compute.qemuCgroupControllers"),
+    ("unknown cgroup controller", {"compute": json.dumps({"qemuCgroupControllers": ["gpu"]})},
+     "compute.qemuCgroupControllers"),
+    ("shutdown timeout as a string", {"compute": json.dumps({"shutdownTimeout": "30"})}, "compute.shutdownTimeout"),
+    ("negative shutdown timeout", {"compute": json.dumps({"shutdownTimeout": -1})}, "compute.shutdownTimeout"),
 ]
+
+
+def test_compute_settings_parse():
+    compute = parse(valid(compute=json.dumps({"virtType": "qemu", "qemuCgroupControllers": []}))).compute
+    assert (compute.driver, compute.virt_type, compute.qemu_cgroup_controllers) == ("libvirt", "qemu", ())
+    assert parse(valid()).compute.qemu_cgroup_controllers is None
+
+
+def test_systemd_waits_longer_than_nova_compute_shuts_down():
+    """nova's defaults (160 s for the manager, 180 s in all) unless set, and systemd's
+    stop timeout beyond both: a stop never SIGKILLs a nova-compute mid-task."""
+    default = parse(valid()).compute
+    assert (default.shutdown_timeout, default.graceful_shutdown_timeout) == (160, 180)
+    short = parse(valid(compute=json.dumps({"shutdownTimeout": 30}))).compute
+    for compute in (default, short):
+        assert compute.shutdown_timeout < compute.graceful_shutdown_timeout < compute.stop_timeout
 
 
 @pytest.mark.parametrize("what,overrides,key", BAD, ids=[b[0] for b in BAD])
