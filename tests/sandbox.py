@@ -127,6 +127,16 @@ class SandboxInfo:
             return ""
 
 
+def failure_excerpt(output: str, limit: int = 6000) -> str:
+    """What a failed engine run said: its Diagnostics section (each resource's error),
+    which the stack outputs after it would push out of a plain tail."""
+    start = output.find("Diagnostics:")
+    if start < 0:
+        return output[-limit:]
+    end = output.find("\nOutputs:", start)
+    return output[start:end if end > 0 else None][:limit]
+
+
 def sandbox_cmd(directory: Path, *args: str) -> None:
     subprocess.run([sys.executable, str(SANDBOX_SCRIPT), "--dir", str(directory), *args], check=True)
 
@@ -179,7 +189,7 @@ class PulumiCli:
         cmd = ["pulumi", "--cwd", str(self.project), *args, "--stack", stack, "--non-interactive"]
         result = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
+            raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{failure_excerpt(result.stdout)}\n"
                                  f"{result.stderr[-4000:]}")
         return result
 
