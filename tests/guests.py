@@ -48,16 +48,25 @@ def console_log(sb, admin, region: str, server: str) -> str:
     return sb.openstack("console", "log", "show", server, region=region, auth=admin, check=False).stdout
 
 
-def wait_for_console(sb, admin, region: str, server: str, line: str, timeout: float = 180.0) -> tuple[bool, str]:
-    """Whether the guest printed `MARK line` within the timeout; and the console log."""
+def wait_for_console_match(sb, admin, region: str, server: str, pattern: re.Pattern,
+                          timeout: float) -> tuple[re.Match | None, str]:
+    """The first match of `pattern` in the guest's console log within the timeout (or
+    None); and the console log."""
     deadline = time.monotonic() + timeout
     log = ""
     while time.monotonic() < deadline:
         log = console_log(sb, admin, region, server)
-        if f"{MARK} {line}" in log:
-            return True, log
+        found = pattern.search(log)
+        if found:
+            return found, log
         time.sleep(3)
-    return False, log
+    return None, log
+
+
+def wait_for_console(sb, admin, region: str, server: str, line: str, timeout: float = 180.0) -> tuple[bool, str]:
+    """Whether the guest printed `MARK line` within the timeout; and the console log."""
+    found, log = wait_for_console_match(sb, admin, region, server, re.compile(re.escape(f"{MARK} {line}")), timeout)
+    return found is not None, log
 
 
 def ssh_from_the_metadata_namespace(sb, compute: str, network_id: str, key: Path, address: str,
@@ -78,12 +87,5 @@ def ssh_from_the_metadata_namespace(sb, compute: str, network_id: str, key: Path
 def wait_for_lease(sb, admin, region: str, server: str, timeout: float = 120.0) -> tuple[str | None, str]:
     """The address the guest's DHCP client applied (from its own console), or None
     when none shows within the timeout; and the console log."""
-    deadline = time.monotonic() + timeout
-    log = ""
-    while time.monotonic() < deadline:
-        log = console_log(sb, admin, region, server)
-        found = LEASE.search(log)
-        if found:
-            return found.group(1), log
-        time.sleep(3)
-    return None, log
+    found, log = wait_for_console_match(sb, admin, region, server, LEASE, timeout)
+    return (found.group(1) if found else None), log

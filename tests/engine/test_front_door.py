@@ -16,7 +16,7 @@ import pytest
 from tests.engine.test_bare_machines import NODES, cli_json, upload_image
 from tests.sandbox import REPO, machine_name
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.machines]
 
 ARTIFACTS = Path(os.environ.get("OMR_ARTIFACTS", REPO / "tests" / "artifacts"))
 # The screenshot the README shows (committed).

@@ -11,7 +11,7 @@ import pytest
 
 from tests.sandbox import MACHINE_ALIASES, machine_name
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.machines]
 
 # Stack names unlike the machines' hostnames (node5..node8): RabbitMQ's cluster, nova,
 # cinder and OVN must all go by these.

@@ -20,7 +20,7 @@ from tests.sandbox import SANDBOX_SCRIPT, SandboxInfo
 sys.path.insert(0, str(SANDBOX_SCRIPT.parent))
 import testbed  # noqa: E402
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.machines]
 
 SUBNET = os.environ.get("OMR_TESTBED_SUBNET", "198.18.77")
 
