@@ -19,7 +19,7 @@ from tests.sandbox import (MACHINES_SUBNET, PRINTABLE_PASSWORDS, SUBNET, Command
 def pytest_configure(config):
     config.addinivalue_line("markers", "engine: runs the real Pulumi engine against the sandbox (slow)")
     config.addinivalue_line("markers", "machines: runs on the test bed of real machines (the `machines` fixtures); "
-                                       "scripts/test.sh runs these in a pytest process of their own")
+                                       "`scripts/test.sh -m machines` runs them alone")
     config.addinivalue_line("markers", "last: changes the shared test-bed cloud for good (CA rotation, destroy): "
                                        "runs after every other test")
 
