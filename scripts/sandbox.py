@@ -525,8 +525,10 @@ def machine_of(args, action: str) -> tuple[Sandbox, Node]:
 
 def cmd_power_off(args) -> int:
     sb, node = machine_of(args, "power-off")
+    machine = testbed.machine_name(sb.bridge, node.name)
     testbed.power_off(node_dir(sb, node.name), log)
-    testbed.remove_node_cgroups(testbed.machine_name(sb.bridge, node.name))
+    testbed.wait_node_processes_gone(machine)
+    testbed.remove_node_cgroups(machine)
     return 0
 
 

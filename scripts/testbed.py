@@ -774,6 +774,25 @@ def entering(cgroups: list[Path]) -> Callable[[], None]:
     return enter
 
 
+def node_processes(machine: str) -> list[int]:
+    """Every process still in the node's cgroups (its whole process tree)."""
+    pids: set[int] = set()
+    for cgroup in node_cgroups(machine):
+        for procs in cgroup.rglob("cgroup.procs") if cgroup.is_dir() else ():
+            with contextlib.suppress(OSError):
+                pids.update(int(p) for p in procs.read_text().split())
+    return sorted(pids)
+
+
+def wait_node_processes_gone(machine: str, timeout: float = 60.0) -> None:
+    """After a SIGKILL to its init, the kernel ends the rest of a node's processes in
+    its own time (QEMU freeing a guest's memory, on a loaded host): the node is off only
+    when none is left, and only then may it boot again into the same cgroups."""
+    left = wait_gone(node_processes(machine), timeout)
+    if left:
+        raise TestbedError(f"{machine}: processes {left} still there {timeout:.0f}s after its power went off")
+
+
 def remove_node_cgroups(machine: str) -> None:
     """A stopped node's cgroups, innermost first; one still in use stays."""
     for cgroup in node_cgroups(machine):

@@ -133,6 +133,16 @@ def test_machines_sandbox_of_two_nodes():
                         "/root/venv/bin/python -c 'import pymysql'")
         assert "Looking in links: /var/cache/wheelhouse/" in out and "Looking in indexes" not in out
 
+        # A power loss: every process of node2 is gone when `power-off` returns, and its
+        # cgroups with them (a node booted again into cgroups still holding the dying
+        # processes of its last boot); `power-on` boots it as it was.
+        sandbox(directory, "power-off", node2["name"])
+        assert testbed.node_processes(machines[1]) == []
+        assert [c for c in testbed.node_cgroups(machines[1]) if c.exists()] == []
+        sandbox(directory, "power-on", node2["name"])
+        assert on(conn2, "systemctl is-system-running --wait || systemctl --failed --no-legend").strip() == "running"
+        assert machines[1] in init_cgroup(directory / "nodes" / node2["name"])
+
         # A second `up` changes nothing and restarts nothing.
         before = daemons(directory, data)
         log_text, took = sandbox(directory, "up")
