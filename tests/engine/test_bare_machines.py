@@ -230,9 +230,11 @@ def test_a_guest_runs_again_after_its_compute_loses_power(machines, machine_admi
     domain = server["OS-EXT-SRV-ATTR:instance_name"]
 
     sandbox_cmd(machines.dir, "power-off", machine_name(compute))
-    assert not subprocess.run(["pgrep", "-f", f"guest={domain},"], capture_output=True).stdout  # QEMU died too
-    powered_on = time.monotonic()
-    sandbox_cmd(machines.dir, "power-on", machine_name(compute))
+    try:
+        assert not subprocess.run(["pgrep", "-f", f"guest={domain},"], capture_output=True).stdout  # QEMU died too
+    finally:  # whatever happens, the tests after this one find the machine on
+        powered_on = time.monotonic()
+        sandbox_cmd(machines.dir, "power-on", machine_name(compute))
     wait_for_compute_services(machines, machine_admin, region, timeout=300)
     deadline, state = time.monotonic() + 300, ""
     while time.monotonic() < deadline and state != "running":
