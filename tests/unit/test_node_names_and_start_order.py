@@ -170,7 +170,7 @@ def test_every_memcached_client_section_authenticates_with_sasl(ctx):  # noqa: F
                           ("/etc/placement/placement.conf", "keystone_authtoken")):
         conf = ini(files[path])
         assert conf.get(section, "memcache_sasl_enabled") == "true", path
-        # oslo.cache's pool loses the credentials when the first requests race (macros.j2).
+        # The advanced pool loses the credentials when the first requests race (macros.j2).
         assert conf.get(section, "memcache_use_advanced_pool") == "false", path
         assert (conf.get(section, "memcache_username"), conf.get(section, "memcache_password")) == \
             ("openstack", "mc-secret"), path

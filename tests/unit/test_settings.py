@@ -146,7 +146,7 @@ BAD = [
     ("unknown role", {"nodes": nodes(
         {"name": "ctl", "address": "10.0.0.1", "roles": ["storage"], "hostKey": KEY})}, "nodes[0].roles"),
     ("region with a trailing newline", {"region": "RegionTwo\n"}, "region"),
-    ("services as a string", {"services": "image"}, "services"),
+    ("services as a string", {"services": json.dumps("image")}, "services"),
     ("project name not a string", {"identity": json.dumps({"domains": [{"name": "d", "projects": [42]}]})},
      "identity.domains[0].projects[0]"),
 ]
