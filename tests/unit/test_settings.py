@@ -135,17 +135,12 @@ BAD = [
     ("shutdown timeout as a string", {"compute": json.dumps({"shutdownTimeout": "30"})}, "compute.shutdownTimeout"),
     ("negative shutdown timeout", {"compute": json.dumps({"shutdownTimeout": -1})}, "compute.shutdownTimeout"),
     # Formerly previews of the engine test (tests/engine/test_faults.py keeps one per class).
-    ("a service twice", {"services": json.dumps(["image", "image"])}, "services"),
     ("endpoint address out of range", {"endpointAddress": "300.1.1.1"}, "endpointAddress"),
     ("memcached server without a port", {"memcachedServers": json.dumps(["nohostport"])}, "memcachedServers[0]"),
     ("node address of three parts", {"nodes": nodes(
         {"name": "ctl", "address": "1.2.3", "roles": ["controller"], "hostKey": KEY})}, "nodes[0].address"),
-    ("two nodes of one name", {"nodes": nodes(
-        {"name": "ctl", "address": "10.0.0.1", "roles": ["controller"], "hostKey": KEY},
-        {"name": "ctl", "address": "10.0.0.2", "roles": ["compute"], "hostKey": KEY})}, "nodes[1].name"),
     ("unknown role", {"nodes": nodes(
         {"name": "ctl", "address": "10.0.0.1", "roles": ["storage"], "hostKey": KEY})}, "nodes[0].roles"),
-    ("region with a trailing newline", {"region": "RegionTwo\n"}, "region"),
     ("services as a string", {"services": json.dumps("image")}, "services"),
     ("project name not a string", {"identity": json.dumps({"domains": [{"name": "d", "projects": [42]}]})},
      "identity.domains[0].projects[0]"),
