@@ -89,6 +89,7 @@ if settings.hosts_keystone:
         settings=settings, admin_password=admin_password,
         database_password=secrets.database_passwords.apply(lambda p: p.get("keystone", "")),
         service_passwords=secrets.service_passwords, ssh_private_key=ssh_key, tls=tls,
+        memcached_password=secrets.memcached_password,
         depends_on=cluster.ready if cluster else installed + tls_ready))
     keystone_url, auth = pulumi.Output.from_input(admin.keystone_url), admin.auth
     service_ids, service_project_id = admin.service_ids, admin.service_project_id

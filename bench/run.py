@@ -7,10 +7,13 @@ One run: start a sandbox on 127.0.88.x in a temporary directory, deploy region-o
 (which installs the shared Keystone on node1) and region-two, then measure
 
   a) catalog registration of one service region: the seed 000 manual way (one stock
-     `openstack` process per object) against `pulumi up` of a catalog-only stack;
+     `openstack` process per object) and a one-process openstacksdk script
+     (bench/sdk_script.py) against `pulumi up` of a catalog-only stack;
   b) no-change `pulumi preview` / `pulumi up` of region-one, region-two and that stack;
-  c) scale: 1, 10, 50 catalog-only regions deployed one after another (--quick: 1, 2, 4);
-  d) node fan-out: first `pulumi up` of a 1-node region against an 8-node region,
+  c) one endpoint URL changed, then the region removed: `pulumi up` / `pulumi destroy`
+     against the sdk script doing the same;
+  d) scale: 1, 10, 50 catalog-only regions deployed one after another (--quick: 1, 2, 4);
+  e) node fan-out: first `pulumi up` of a 1-node region against an 8-node region,
 
 counting Keystone API requests in the access log of the Keystone region-one installs.
 Progress goes to stderr, the table to stdout, every figure to the JSON file. The
@@ -50,7 +53,9 @@ SUBNET = "127.0.88"
 NS = "openstack-multiregion"
 KEYSTONE_STACK = "region-one"
 CATALOG_STACK = "bench-catalog"
-MANUAL_REGION, PULUMI_REGION = "BenchManual", "BenchPulumi"
+MANUAL_REGION, PULUMI_REGION, SDK_REGION = "BenchManual", "BenchPulumi", "BenchSdk"
+SDK_SCRIPT = REPO / "bench" / "sdk_script.py"
+CHANGED_URL = f"{SUBNET}.201"  # the image service's public endpoint moves here in e)
 ENDPOINT_ADDRESS = f"{SUBNET}.200"  # no node behind it: a catalog-only region
 REGION_SERVICES = ["image", "network", "compute", "placement", "volumev3"]
 FAN_OUT = {1: ("bench-fan-1", "BenchFanOne"), 8: ("bench-fan-8", "BenchFanEight")}
@@ -218,12 +223,19 @@ class Bench:
         self.admin = json.loads(out.stdout)
 
     # openstack CLI, credentials in the environment only
+    def os_env(self) -> dict:
+        return dict(os.environ, OS_AUTH_URL=self.admin["authUrl"], OS_USERNAME="admin",
+                    OS_PASSWORD=self.admin["password"], OS_PROJECT_NAME="admin", OS_USER_DOMAIN_NAME="Default",
+                    OS_PROJECT_DOMAIN_NAME="Default", OS_IDENTITY_API_VERSION="3", PYTHONWARNINGS="ignore")
+
     def openstack(self, *args: str) -> subprocess.CompletedProcess:
-        env = dict(os.environ, OS_AUTH_URL=self.admin["authUrl"], OS_USERNAME="admin",
-                   OS_PASSWORD=self.admin["password"], OS_PROJECT_NAME="admin", OS_USER_DOMAIN_NAME="Default",
-                   OS_PROJECT_DOMAIN_NAME="Default", OS_IDENTITY_API_VERSION="3", PYTHONWARNINGS="ignore")
         return run([str(Path(sys.executable).parent / "openstack"), *args], what=f"openstack {' '.join(args)}",
-                   env=env)
+                   env=self.os_env())
+
+    # the one-process openstacksdk script (bench/sdk_script.py), the other baseline
+    def sdk_script(self, *args: str) -> subprocess.CompletedProcess:
+        env = dict(self.os_env(), BENCH_SERVICE_PASSWORD=secrets.token_urlsafe(24))
+        return run([sys.executable, str(SDK_SCRIPT), *args], what=f"sdk_script.py {' '.join(args)}", env=env)
 
 
 def resource_summary(output: str) -> dict:
@@ -314,16 +326,50 @@ def bench_catalog_registration(bench: Bench) -> dict:
     manual, processes = measured(bench.klog, manual_registration, bench, MANUAL_REGION)
     manual.update(processes=processes, note="service users created without a password (see README)")
     log(f"a) manual: {manual['wall_s']} s, {manual['total']} Keystone requests")
+    log(f"a) one-process openstacksdk script registering {SDK_REGION} ...")
+    sdk, _ = measured(bench.klog, bench.sdk_script, "register", SDK_REGION, ENDPOINT_ADDRESS)
+    sdk.update(processes=1)
+    log(f"a) sdk script: {sdk['wall_s']} s, {sdk['total']} Keystone requests")
     write_catalog_stack(bench, CATALOG_STACK, PULUMI_REGION)
     log(f"a) pulumi up of catalog-only stack {CATALOG_STACK} ({PULUMI_REGION}) ...")
     pulumi, out = measured(bench.klog, bench.up, CATALOG_STACK)
     pulumi.update(processes=1, resources=resource_summary(out.stdout))
     log(f"a) pulumi: {pulumi['wall_s']} s, {pulumi['total']} Keystone requests")
-    counts = {r: region_endpoint_count(bench, r) for r in (MANUAL_REGION, PULUMI_REGION)}
-    if counts != {MANUAL_REGION: 18, PULUMI_REGION: 18}:
+    counts = {r: region_endpoint_count(bench, r) for r in (MANUAL_REGION, SDK_REGION, PULUMI_REGION)}
+    if set(counts.values()) != {18}:
         raise BenchError(f"expected 18 endpoints in each benchmark region, found {counts}")
-    return {"manual": manual, "pulumi": pulumi, "endpoints": counts,
-            "ratio_pulumi_over_manual": {k: ratio(pulumi[k], manual[k]) for k in ("wall_s", "total", "writes", "tokens")}}
+    keys = ("wall_s", "total", "writes", "tokens")
+    return {"manual": manual, "sdk": sdk, "pulumi": pulumi, "endpoints": counts,
+            "ratio_pulumi_over_manual": {k: ratio(pulumi[k], manual[k]) for k in keys},
+            "ratio_pulumi_over_sdk": {k: ratio(pulumi[k], sdk[k]) for k in keys},
+            "speedup_over_manual": ratio(manual["wall_s"], pulumi["wall_s"])}
+
+
+def bench_change_and_removal(bench: Bench) -> dict:
+    """c) One endpoint URL changed (the image service's public one), then the whole
+    region removed: `pulumi up` / `pulumi destroy` of the catalog-only stack beside the
+    SDK script doing the same to its own region."""
+    url = http_url(CHANGED_URL, registry.catalog_entry("image").port, registry.catalog_entry("image").path)
+    rows = {}
+    config = dict(catalog_stack_config(PULUMI_REGION), endpointUrls={"image": {"public": url}})
+    bench.write_stack(CATALOG_STACK, config, {})
+    log(f"c) pulumi up: the public image endpoint of {PULUMI_REGION} moves to {url} ...")
+    rows["change_pulumi"], out = measured(bench.klog, bench.up, CATALOG_STACK)
+    rows["change_pulumi"]["resources"] = resource_summary(out.stdout)
+    rows["change_sdk"], _ = measured(bench.klog, bench.sdk_script, "change", SDK_REGION, url)
+    log(f"c) pulumi destroy of {CATALOG_STACK} ({PULUMI_REGION}) ...")
+    rows["destroy_pulumi"], out = measured(bench.klog, bench.pulumi, "destroy", "--yes", "--skip-preview",
+                                           "--suppress-permalink", stack=CATALOG_STACK)
+    rows["destroy_pulumi"]["resources"] = resource_summary(out.stdout)
+    rows["destroy_sdk"], _ = measured(bench.klog, bench.sdk_script, "remove", SDK_REGION)
+    left = {r: region_endpoint_count(bench, r) for r in (PULUMI_REGION, SDK_REGION)}
+    if set(left.values()) != {0}:
+        raise BenchError(f"expected no endpoint left in the removed regions, found {left}")
+    for op in ("change", "destroy"):
+        rows[f"ratio_{op}_pulumi_over_sdk"] = ratio(rows[f"{op}_pulumi"]["wall_s"], rows[f"{op}_sdk"]["wall_s"])
+        log(f"c) {op}: pulumi {rows[f'{op}_pulumi']['wall_s']} s ({rows[f'{op}_pulumi']['total']} requests), "
+            f"sdk {rows[f'{op}_sdk']['wall_s']} s ({rows[f'{op}_sdk']['total']} requests)")
+    return rows
 
 
 def bench_no_change(bench: Bench, first_up: dict) -> list[dict]:
@@ -349,7 +395,7 @@ def bench_scale(bench: Bench, checkpoints: list[int]) -> dict:
         figures, _ = measured(bench.klog, bench.up, stack)
         figures["stack"] = stack
         per_region.append(figures)
-        log(f"c) scale: {stack} up in {figures['wall_s']} s ({figures['total']} requests, {figures['writes']} writes)")
+        log(f"d) scale: {stack} up in {figures['wall_s']} s ({figures['total']} requests, {figures['writes']} writes)")
     rows = []
     for n in checkpoints:
         first = per_region[:n]
@@ -382,11 +428,11 @@ def bench_fan_out(bench: Bench) -> dict:
         next_node += count
         bench.write_stack(stack, fan_out_config(bench, region, names),
                           {"servicePassword": secrets.token_urlsafe(24), "sshPrivateKey": private_key})
-        log(f"d) fan-out: first pulumi up of {stack} ({count} node(s): {names[0]}..{names[-1]}) ...")
+        log(f"e) fan-out: first pulumi up of {stack} ({count} node(s): {names[0]}..{names[-1]}) ...")
         figures, out = measured(bench.klog, bench.up, stack)
         figures.update(stack=stack, nodes=count, resources=resource_summary(out.stdout))
         results[str(count)] = figures
-        log(f"d) fan-out: {stack} up in {figures['wall_s']} s")
+        log(f"e) fan-out: {stack} up in {figures['wall_s']} s")
     results["ratio_8_over_1"] = ratio(results["8"]["wall_s"], results["1"]["wall_s"])
     return results
 
@@ -450,27 +496,43 @@ def render_report(report: dict) -> str:
                   [[s, d[s]["wall_s"], d[s]["total"], d[s]["writes"], d[s]["tokens"]] for s in d]), ""]
     a = f["catalog_registration"]
     r = a["ratio_pulumi_over_manual"]
-    out += ["## a) Catalog registration of one service region (region + 18 endpoints + 5 users + 5 roles)", "",
+    out += ["## a) Catalog registration of one service region (region, 18 endpoints, 5 users and their roles)", "",
             table(["method", "processes", "wall s", "Keystone requests", "writes", "token requests"],
                   [[f"manual: `openstack` per object ({MANUAL_REGION})", a["manual"]["processes"], a["manual"]["wall_s"],
                     a["manual"]["total"], a["manual"]["writes"], a["manual"]["tokens"]],
+                   [f"one-process openstacksdk script ({SDK_REGION})", a["sdk"]["processes"], a["sdk"]["wall_s"],
+                    a["sdk"]["total"], a["sdk"]["writes"], a["sdk"]["tokens"]],
                    [f"`pulumi up`, catalog-only stack ({PULUMI_REGION})", a["pulumi"]["processes"],
                     a["pulumi"]["wall_s"], a["pulumi"]["total"], a["pulumi"]["writes"], a["pulumi"]["tokens"]],
-                   ["ratio pulumi / manual", "", r["wall_s"], r["total"], r["writes"], r["tokens"]]]), ""]
+                   ["ratio pulumi / manual", "", r["wall_s"], r["total"], r["writes"], r["tokens"]],
+                   ["ratio pulumi / sdk script", "", *(a["ratio_pulumi_over_sdk"][k]
+                                                       for k in ("wall_s", "total", "writes", "tokens"))]]), "",
+            f"`pulumi up` is **{fmt(a['speedup_over_manual'])}x** faster than the manual procedure.", ""]
     out += ["## b) No-change runs (goal: zero writes)", "",
             table(["stack", "command", "wall s", "x first up", "Keystone requests", "writes", "token requests",
                    "resources"],
                   [[row["stack"], f"pulumi {row['op']}", row["wall_s"], row["ratio_to_first_up"], row["total"],
                     row["writes"], row["tokens"], ", ".join(f"{v} {k}" for k, v in row["resources"].items())]
                    for row in f["no_change"]]), ""]
-    out += ["## c) Scale: catalog-only regions deployed one after another", "",
+    e = f["change_and_removal"]
+    out += ["## c) One endpoint URL changed, then the region removed", "",
+            table(["operation", "method", "wall s", "Keystone requests", "writes", "token requests"],
+                  [[op, method, e[f"{key}_{m}"]["wall_s"], e[f"{key}_{m}"]["total"], e[f"{key}_{m}"]["writes"],
+                    e[f"{key}_{m}"]["tokens"]]
+                   for key, op in (("change", "public image URL changed"), ("destroy", "region removed"))
+                   for m, method in (("pulumi", "`pulumi up` / `pulumi destroy`"), ("sdk", "sdk script"))]), "",
+            f"Ratios pulumi / sdk script: change {fmt(e['ratio_change_pulumi_over_sdk'])}, "
+            f"removal {fmt(e['ratio_destroy_pulumi_over_sdk'])}.", ""]
+    if "scale" not in f:
+        return "\n".join(out)
+    out += ["## d) Scale: catalog-only regions deployed one after another", "",
             table(["regions", "total s", "s / region", "min s", "max s", "x s/region of 1", "requests / region",
                    "writes / region", "tokens / region"],
                   [[c["regions"], c["total_s"], c["s_per_region"], c["min_s"], c["max_s"],
                     c["ratio_s_per_region_to_1"], c["total_per_region"], c["writes_per_region"],
                     c["tokens_per_region"]] for c in f["scale"]["checkpoints"]]), ""]
     fo = f["fan_out"]
-    out += ["## d) Node fan-out: first `pulumi up` (services compute + network)", "",
+    out += ["## e) Node fan-out: first `pulumi up` (services compute + network)", "",
             table(["stack", "nodes", "wall s", "Keystone requests", "writes", "token requests"],
                   [[fo[k]["stack"], fo[k]["nodes"], fo[k]["wall_s"], fo[k]["total"], fo[k]["writes"], fo[k]["tokens"]]
                    for k in ("1", "8")] + [["ratio 8-node / 1-node", "", fo["ratio_8_over_1"], "", "", ""]]), ""]
@@ -479,17 +541,21 @@ def render_report(report: dict) -> str:
 
 # --- main -----------------------------------------------------------------------------
 
-def run_benchmark(bench: Bench, quick: bool) -> dict:
+def run_benchmark(bench: Bench, quick: bool, catalog_only: bool = False) -> dict:
     start_sandbox(bench)
     deploy = {s: deploy_sandbox_region(bench, s) for s in ("region-one", "region-two")}
     bench.load_admin_auth()
     catalog = bench_catalog_registration(bench)
     first_up = {**deploy, CATALOG_STACK: catalog["pulumi"]}
     no_change = bench_no_change(bench, first_up)
+    change_and_removal = bench_change_and_removal(bench)
+    if catalog_only:
+        return {"deploy": deploy, "catalog_registration": catalog, "no_change": no_change,
+                "change_and_removal": change_and_removal}
     scale = bench_scale(bench, [1, 2, 4] if quick else [1, 10, 50])
     fan_out = bench_fan_out(bench)
-    return {"deploy": deploy, "catalog_registration": catalog, "no_change": no_change, "scale": scale,
-            "fan_out": fan_out}
+    return {"deploy": deploy, "catalog_registration": catalog, "no_change": no_change,
+            "change_and_removal": change_and_removal, "scale": scale, "fan_out": fan_out}
 
 
 def check_prerequisites() -> None:
@@ -522,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="scale with 1, 2, 4 regions instead of 1, 10, 50")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file (default: bench/results/bench.json)")
+    p.add_argument("--catalog-only", action="store_true", help="only a), b) and c): no scale, no fan-out")
     p.add_argument("--keep-sandbox", action="store_true", help="do not tear the sandbox down (post-mortem)")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the teardown on SIGTERM too
@@ -530,10 +597,10 @@ def main(argv: list[str] | None = None) -> int:
         check_prerequisites()
         bench = Bench(Path(tempfile.mkdtemp(prefix="omr-bench-")))
         report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  "mode": "quick" if args.quick else "full",
-                  "command": "python bench/run.py" + (" --quick" if args.quick else ""),
+                  "mode": "catalog-only" if args.catalog_only else "quick" if args.quick else "full",
+                  "command": " ".join(["python bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
                   "machine": machine(), "versions": versions(bench), "git": git_state()}
-        report["figures"] = run_benchmark(bench, args.quick)
+        report["figures"] = run_benchmark(bench, args.quick, args.catalog_only)
     except BenchError as err:
         print(f"bench: FAILED: {err}", file=sys.stderr)
         return 1

@@ -24,7 +24,9 @@ from components.registry import keystone as keystone_service
 from components.service_configs import oslo_escaped, wsgi_entry
 from components.systemd_units import (node_placeholders, ready_command, unit_file, unit_path, wsgi_entry_path,
                                       wsgi_module)
+from components.region_nodes import supervised_memcached
 from components.region_tls import RegionTls
+from components.registry.context import MEMCACHED_USER
 from components.settings import Settings
 from components.tls_paths import CA_FILE
 from components.templates import render
@@ -40,6 +42,7 @@ class AdminRegionArgs:
     service_passwords: pulumi.Input[dict]  # with serviceUsers: shared, the users this stack owns
     ssh_private_key: pulumi.Input[str]
     tls: Optional[RegionTls] = None  # Keystone over HTTPS (unless plainHttp)
+    memcached_password: Optional[pulumi.Input[str]] = None  # memcached's SASL user (real nodes, with TLS)
     depends_on: Sequence[pulumi.Resource] = ()  # with ha: the region's HaCluster (Galera, HAProxy)
 
 
@@ -131,9 +134,9 @@ class AdminRegion(pulumi.ComponentResource):
         log_dir = on_node(root, "/var/log/keystone") if supervised else ""
         owner = self._owner(s)
         unit_def = keystone_unit(s.keystone.port)
-        conf = pulumi.Output.from_input(connection).apply(lambda c: render(
-            "keystone/keystone.conf.j2", **oslo_escaped(keystone_service.keystone_conf(s.region, c, conf_dir,
-                                                                                       log_dir))))
+        conf = pulumi.Output.all(connection, args.memcached_password or "").apply(lambda v: render(
+            "keystone/keystone.conf.j2", **oslo_escaped(keystone_service.keystone_conf(
+                s.region, v[0], conf_dir, log_dir, s.memcached_list, MEMCACHED_USER if v[1] else "", v[1]))))
         files = [NodeFile(keystone_service.KEYSTONE_CONF, conf, group=owner), *(key_files or []),
                  NodeFile(wsgi_entry_path(registry.KEYSTONE, unit_def), wsgi_entry(unit_def, conf_dir), mode="0644",
                           group=owner)]
@@ -171,6 +174,9 @@ class AdminRegion(pulumi.ComponentResource):
                      f"--error-logfile {shlex.quote(log_dir)}/gunicorn.log "
                      f"{wsgi_module(unit_def)}:application")
             unit = NodeUnit("keystone", files=[f.path for f in files], start=start, ready_url=local_url)
+            # Its cache first: started later (with the region's services), it would be
+            # marked dead by Keystone's first requests and not tried again for minutes.
+            units = [supervised_memcached(spec), unit]
         else:
             install = None  # NodeSoftware installed it
             at = node_placeholders(s, spec)
@@ -179,9 +185,10 @@ class AdminRegion(pulumi.ComponentResource):
                             ready_command=ready_command(registry.KEYSTONE, unit_def, at, local_url),
                             triggers=[args.tls.trigger(spec.name)] if args.tls else [])
             after = after + (args.tls.ready(spec.name) if args.tls else [])
+            units = [unit]
         return Node(f"{name}-{spec.name}", NodeArgs(
             spec=spec, private_key=args.ssh_private_key, root=root, service_manager=s.service_manager,
-            install=install, files=files, steps=steps, units=[unit], depends_on=after),
+            install=install, files=files, steps=steps, units=units, depends_on=after),
             pulumi.ResourceOptions(parent=self))
 
     # --- Keystone on every controller, behind HAProxy (seed 003) ----------------------

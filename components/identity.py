@@ -117,9 +117,28 @@ class _Record(ResourceProvider):
     def create_body(self, props: dict[str, Any]) -> dict[str, Any]:
         return {attr: props[prop] for prop, attr in self.fields.items() if props.get(prop) is not None}
 
-    def find_existing(self, api: KeystoneApi, props: dict[str, Any]) -> list[dict[str, Any]]:
-        """Records with this record's natural key."""
-        return []
+    def listing_filters(self, props: dict[str, Any]) -> dict[str, Any]:
+        """Keystone's filters for the listing this record's lookup shares with the
+        other records of its kind in this run (this region's endpoints, ...)."""
+        return {}
+
+    def lookup_filters(self, props: dict[str, Any]) -> dict[str, Any]:
+        """Keystone's filters for a fresh lookup of this record alone."""
+        return {}
+
+    def is_same(self, record: dict[str, Any], props: dict[str, Any]) -> bool:
+        """Whether `record` has this record's natural key (Keystone's filters are a
+        first cut: the exact key is what makes it the same record)."""
+        return False
+
+    def find_existing(self, api: KeystoneApi, props: dict[str, Any], fresh: bool = False) -> list[dict[str, Any]]:
+        """Records with this record's natural key: from the run's shared listing, or
+        `fresh` from Keystone (after a POST whose outcome is unknown, or a 409)."""
+        if fresh:
+            found = api.get(self.collection, **self.lookup_filters(props))[self.collection]
+        else:
+            found = api.listing(self.collection, **self.listing_filters(props))
+        return [r for r in found if self.is_same(r, props)]
 
     def describe(self, props: dict[str, Any]) -> str:
         return f"Keystone {self.kind} {props.get(self.key_fields[0])}"
@@ -162,8 +181,8 @@ class _Record(ResourceProvider):
             return None, self.refuse_untagged(props, candidates[0])
         return None, None
 
-    def _find(self, api: KeystoneApi, props: dict[str, Any]) -> Optional[dict[str, Any]]:
-        record, refusal = self.choose(api, props, self.find_existing(api, props))
+    def _find(self, api: KeystoneApi, props: dict[str, Any], fresh: bool = False) -> Optional[dict[str, Any]]:
+        record, refusal = self.choose(api, props, self.find_existing(api, props, fresh))
         if refusal:
             raise OwnershipError(refusal)
         return record
@@ -227,15 +246,16 @@ class _Record(ResourceProvider):
         api = KeystoneApi(props["auth"])
         taken: list[dict[str, Any]] = []
 
-        def find() -> Optional[dict[str, Any]]:
-            record = self._find(api, props)
+        def find(fresh: bool = True) -> Optional[dict[str, Any]]:
+            record = self._find(api, props, fresh)
             if record is not None:
                 taken.append(record)
             return record
 
-        existing = find()
+        existing = find(fresh=False)
         if existing is None:
             obj = api.create(self.collection, self.member, self.create_body(props), find)
+            api.remember(self.collection, obj)
             if not (taken and obj is taken[-1]) or obj.get(OWNER_ATTR) == props["owner"]:
                 # Posted, or found after a post whose answer was lost: it is what we
                 # sent (no other run of this stack runs now), so nothing to write again.
@@ -268,14 +288,24 @@ class _Record(ResourceProvider):
         live = self._live_for_update(olds, news, live)
         return UpdateResult(self._outs(news, self._patch(api, id_, news, live)))
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        api = KeystoneApi(props["auth"])
+    def _live(self, api: KeystoneApi, id_: str, props: dict[str, Any]) -> Optional[dict[str, Any]]:
+        """Record `id_` as Keystone holds it, None when it is gone: from the run's shared
+        listing, or, when the listing does not hold it, from a GET of its own."""
+        listed = [r for r in api.listing(self.collection, **self.listing_filters(props)) if r.get("id") == id_]
+        if listed:
+            return listed[0]
         try:
-            obj = api.get(f"{self.collection}/{id_}")[self.member]
+            return api.get(f"{self.collection}/{id_}")[self.member]
         except Exception as err:  # noqa: BLE001 - only "not found" means deleted
             if _status(err) == 404:
-                return ReadResult(None, {})
+                return None
             raise
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        api = KeystoneApi(props["auth"])
+        obj = self._live(api, id_, props)
+        if obj is None:
+            return ReadResult(None, {})
         if not props.get("managed", True):
             return ReadResult(id_, props, props)
         outs = self._outs(props, obj)
@@ -294,16 +324,12 @@ class _Record(ResourceProvider):
         if not props.get("managed", True):
             return  # used, never owned: left as it is
         api = KeystoneApi(props["auth"])
-        try:
-            live = api.get(f"{self.collection}/{id_}")[self.member]
-        except Exception as err:  # noqa: BLE001
-            if _status(err) == 404:
-                return
-            raise
-        if not self._owned(props, live):
-            return  # not (or no longer) this stack's: never deleted nor disabled
+        live = self._live(api, id_, props)
+        if live is None or not self._owned(props, live):
+            return  # gone, or not (or no longer) this stack's: never deleted nor disabled
         self.before_delete(api, id_)
         api.delete(f"{self.collection}/{id_}")
+        api.forget(self.collection, id_)
 
 
 # --- Region -------------------------------------------------------------------
@@ -350,9 +376,8 @@ class _RegionProvider(_Record):
 
     # Region ids: Keystone on MariaDB compares them case-insensitively, so RegionTwo
     # and regiontwo are one region there; they are one region id here everywhere.
-    def find_existing(self, api, props):
-        wanted = props["region_id"].lower()
-        return [r for r in api.get("regions")["regions"] if str(r.get("id", "")).lower() == wanted]
+    def is_same(self, record, props):
+        return str(record.get("id", "")).lower() == props["region_id"].lower()
 
     def choose(self, api, props, candidates):
         rid = props["region_id"]
@@ -447,9 +472,11 @@ class _ServiceProvider(_Record):
     key_fields = ("type", "service_name")
     replace_on = ("type",)
 
-    def find_existing(self, api, props):
-        found = api.get("services", type=props["type"])["services"]
-        return [s for s in found if s.get("type") == props["type"] and s.get("name") == props["service_name"]]
+    def lookup_filters(self, props):
+        return {"type": props["type"]}
+
+    def is_same(self, record, props):
+        return record.get("type") == props["type"] and record.get("name") == props["service_name"]
 
     def describe(self, props):
         return f"Keystone service {props['type']} ({props['service_name']})"
@@ -483,12 +510,14 @@ class _EndpointProvider(_Record):
     key_fields = ("service_id", "interface", "region_id")
     replace_on = ("service_id", "interface", "region_id")
 
-    def find_existing(self, api, props):
-        found = api.get("endpoints", service_id=props["service_id"], interface=props["interface"],
-                        region_id=props["region_id"])["endpoints"]
-        # Filter again: the exact triple is what makes an endpoint this region's.
-        return [e for e in found if e["service_id"] == props["service_id"]
-                and e["interface"] == props["interface"] and e["region_id"] == props["region_id"]]
+    def listing_filters(self, props):
+        return {"region_id": props["region_id"]}
+
+    def lookup_filters(self, props):
+        return {k: props[k] for k in self.key_fields}
+
+    def is_same(self, record, props):
+        return all(record.get(k) == props[k] for k in self.key_fields)
 
     def describe(self, props):
         return f"Keystone endpoint {props['interface']} of service {props['service_id']} in region {props['region_id']}"
@@ -496,12 +525,8 @@ class _EndpointProvider(_Record):
     def made_by_bootstrap(self, api, props, record):
         if not props.get("bootstrap_region") or record.get("region_id") != props["bootstrap_region"]:
             return False
-        try:
-            return api.get(f"services/{record['service_id']}")["service"].get("type") == "identity"
-        except Exception as err:  # noqa: BLE001
-            if _status(err) == 404:
-                return False
-            raise
+        return any(s.get("id") == record["service_id"] and s.get("type") == "identity"
+                   for s in api.listing("services"))
 
 
 class Endpoint(Resource, module="keystone", name="Endpoint"):
@@ -528,9 +553,11 @@ class _DomainProvider(_Record):
     fields = {"domain_name": "name", "description": "description", "enabled": "enabled", "owner": OWNER_ATTR}
     key_fields = ("domain_name",)
 
-    def find_existing(self, api, props):
-        return [d for d in api.get("domains", name=props["domain_name"])["domains"]
-                if d.get("name") == props["domain_name"]]
+    def lookup_filters(self, props):
+        return {"name": props["domain_name"]}
+
+    def is_same(self, record, props):
+        return record.get("name") == props["domain_name"]
 
     def choose(self, api, props, candidates):
         # Never take the Default domain (id `default`): it holds admin and the service users.
@@ -576,9 +603,14 @@ class _ProjectProvider(_Record):
     key_fields = ("project_name", "domain_id")
     replace_on = ("domain_id",)
 
-    def find_existing(self, api, props):
-        return [p for p in api.get("projects", name=props["project_name"], domain_id=props["domain_id"])["projects"]
-                if p.get("name") == props["project_name"] and p.get("domain_id") == props["domain_id"]]
+    def listing_filters(self, props):
+        return {"domain_id": props["domain_id"]}
+
+    def lookup_filters(self, props):
+        return {"name": props["project_name"], "domain_id": props["domain_id"]}
+
+    def is_same(self, record, props):
+        return record.get("name") == props["project_name"] and record.get("domain_id") == props["domain_id"]
 
     def describe(self, props):
         return f"Keystone project {props['project_name']} (domain {props['domain_id']})"
@@ -606,9 +638,17 @@ class _UserProvider(_Record):
     key_fields = ("user_name", "domain_id")
     replace_on = ("domain_id",)
 
-    def find_existing(self, api, props):
-        return [u for u in api.get("users", name=props["user_name"], domain_id=props["domain_id"])["users"]
-                if u.get("name") == props["user_name"] and u.get("domain_id") == props["domain_id"]]
+    # A region's users share one listing: its domain's users whose names end in the
+    # region's suffix (`-RegionTwo`), filtered by Keystone (`name__endswith`).
+    def listing_filters(self, props):
+        suffix = props.get("name_suffix")
+        return {"domain_id": props["domain_id"], **({"name__endswith": suffix} if suffix else {})}
+
+    def lookup_filters(self, props):
+        return {"name": props["user_name"], "domain_id": props["domain_id"]}
+
+    def is_same(self, record, props):
+        return record.get("name") == props["user_name"] and record.get("domain_id") == props["domain_id"]
 
     def describe(self, props):
         return f"Keystone user {props['user_name']} (domain {props['domain_id']})"
@@ -631,13 +671,15 @@ class User(Resource, module="keystone", name="User"):
 
     def __init__(self, name: str, auth: pulumi.Input[dict], user_name: pulumi.Input[str],
                  domain_id: pulumi.Input[str], password: pulumi.Input[str],
-                 default_project_id: Optional[pulumi.Input[str]] = None,
+                 default_project_id: Optional[pulumi.Input[str]] = None, name_suffix: Optional[str] = None,
                  opts: Optional[pulumi.ResourceOptions] = None, ownership: Optional[Ownership] = None):
+        """`name_suffix`: what the names of this stack's users in the domain end with
+        (`-RegionTwo`); their lookups then share one filtered listing."""
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["password"]))
         super().__init__(_UserProvider(), name, {
             "auth": auth, "user_name": user_name, "domain_id": domain_id,
             "password": pulumi.Output.secret(password), "default_project_id": default_project_id,
-            "enabled": True, **_ownership_props(ownership),
+            "enabled": True, "name_suffix": name_suffix, **_ownership_props(ownership),
         }, opts)
 
 
@@ -652,7 +694,7 @@ class _RoleAssignmentProvider(ResourceProvider):
 
     @staticmethod
     def _role_id(api: KeystoneApi, role_name: str) -> str:
-        roles = api.get("roles", name=role_name)["roles"]
+        roles = [r for r in api.listing("roles", name=role_name) if r.get("name") == role_name]
         if not roles:
             raise ValueError(f"Keystone has no role named {role_name!r}")
         return roles[0]["id"]

@@ -4,6 +4,12 @@ Sessions are cached per credential for the life of the provider process, so one
 `pulumi up` authenticates once instead of once per resource operation. The cache
 is module state, so it is never pickled into a resource's provider.
 
+Listings: a lookup by natural key reads one listing per record type and scope (all
+regions, this region's endpoints, one domain's users with this region's suffix, ...),
+fetched once per provider process and shared by every resource of the run that needs
+it (`KeystoneApi.listing`). This process's own creates and deletes are applied to it.
+A lookup after a failed or lost POST is always a fresh filtered GET.
+
 Retries: reads, PATCH, PUT and DELETE are repeated by keystoneauth on a lost
 connection or a 5xx (repeating them changes nothing). A POST is never repeated
 blindly: when its outcome is unknown (connection lost after sending, timeout,
@@ -31,6 +37,11 @@ ConnectFailure = ks_exc.ConnectFailure
 
 _sessions: dict[str, ks_session.Session] = {}
 _lock = threading.Lock()
+
+# (credential, url, collection, filters) -> the records that one GET listed, and a lock
+# per key, so that resources asking at once wait for one request instead of sending many.
+_listings: dict[tuple, list[dict[str, Any]]] = {}
+_listing_locks: dict[tuple, threading.Lock] = {}
 
 # Keys of the `auth` input every identity resource carries; `caCert` (PEM) is the CA
 # that verifies an https Keystone.
@@ -106,6 +117,18 @@ def outcome_unknown(err: Exception) -> bool:
     return isinstance(err, (ks_exc.ConnectionError, ks_exc.HttpServerError))
 
 
+def _listed_by(record: dict[str, Any], params: dict[str, Any]) -> bool:
+    """Whether Keystone would list `record` with these filters (exact, or `__endswith`)."""
+    for name, value in params.items():
+        attr, _, comparator = name.partition("__")
+        if comparator == "endswith":
+            if not str(record.get(attr, "")).endswith(str(value)):
+                return False
+        elif record.get(attr) != value:
+            return False
+    return True
+
+
 class KeystoneApi:
     """Thin JSON client for /v3 collections at the configured auth URL.
 
@@ -113,6 +136,8 @@ class KeystoneApi:
 
     def __init__(self, auth: dict[str, Any], quick: bool = False):
         self._session = session_for(auth)
+        self._auth = auth
+        self._listings = _listings
         self._base = auth["authUrl"].rstrip("/")
         self._retry = _QUICK if quick else {**_RETRY, "timeout": REQUEST_TIMEOUT}
 
@@ -121,6 +146,36 @@ class KeystoneApi:
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         return self._session.get(self._url(path), params=params or None, raise_exc=True, **self._retry).json()
+
+    def listing(self, collection: str, **params: Any) -> list[dict[str, Any]]:
+        """The records of `collection` that Keystone lists with `params`, from one GET
+        per provider process (a copy of it: `remember` and `forget` keep the shared one)."""
+        key = self._listing_key(collection, params)
+        with _lock:
+            lock = _listing_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._listings:
+                self._listings[key] = self.get(collection, **params)[collection]
+        with _lock:
+            return list(self._listings[key])
+
+    def _listing_key(self, collection: str, params: dict[str, Any]) -> tuple:
+        return (_cache_key(self._auth), self._base, collection, tuple(sorted(params.items())))
+
+    def remember(self, collection: str, record: dict[str, Any]) -> None:
+        """Apply this process's own create to the cached listings of `collection` that
+        would list the record."""
+        with _lock:
+            for key, records in self._listings.items():
+                if key[:3] == self._listing_key(collection, {})[:3] and _listed_by(record, dict(key[3])):
+                    records.append(record)
+
+    def forget(self, collection: str, id_: str) -> None:
+        """Apply this process's own delete to the cached listings of `collection`."""
+        with _lock:
+            for key, records in self._listings.items():
+                if key[:3] == self._listing_key(collection, {})[:3]:
+                    records[:] = [r for r in records if r.get("id") != id_]
 
     def post_once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """One POST, never repeated by keystoneauth (see `create`)."""

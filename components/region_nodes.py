@@ -88,8 +88,7 @@ def region_context(settings: Settings, root: str, keystone_url: str, secrets: Se
         region=settings.region,
         keystone_url=keystone_url.rstrip("/").removesuffix("/v3"),
         controller_address=ctl,
-        memcached_servers=",".join(settings.memcached_servers or [f"{c.address}:11211" for c in settings.controllers]
-                                   or [f"{ctl}:11211"]),
+        memcached_servers=settings.memcached_list,
         # Every RabbitMQ node of the region (all controllers), as seeds 001/002 list them.
         transport_url=ha.transport_url("openstack", secrets.rabbitmq_password,
                                        [c.address for c in settings.controllers] or [ctl], settings.tls)
@@ -272,11 +271,16 @@ def _supervised(s: Settings, spec: NodeSpec, root: str, entries: Sequence[Servic
                 files.append(f)
                 steps.append(step)
                 units.append(u)
-    # memcached is the region's own token cache (memcached_servers on every controller).
-    if "controller" in spec.roles:
-        units.append(NodeUnit("memcached", files=(), start=(
-            f"memcached -d -u root -l {spec.address} -p 11211 -m 64 -P {{pidfile}}")))
+    # memcached is the region's own token cache (memcached_servers on every controller);
+    # where Keystone runs, Keystone's node starts it, before Keystone.
+    if "controller" in spec.roles and not s.runs_keystone(spec):
+        units.append(supervised_memcached(spec))
     return files, steps, units
+
+
+def supervised_memcached(spec: NodeSpec) -> NodeUnit:
+    """The sandbox's memcached on a controller (no systemd, no SASL: loopback only)."""
+    return NodeUnit("memcached", files=(), start=f"memcached -d -u root -l {spec.address} -p 11211 -m 64 -P {{pidfile}}")
 
 
 def _supervised_wsgi(s: Settings, spec: NodeSpec, root: str, entry: ServiceDefinition, unit: Unit):

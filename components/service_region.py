@@ -64,8 +64,8 @@ class ServiceRegion(pulumi.ComponentResource):
             service_id = service_ids.apply(lambda ids, t=service_type: _service_id(ids, t))
             for interface in registry.INTERFACES:
                 ep = identity.Endpoint(f"{name}-{service_type}-{interface}", auth=args.auth, service_id=service_id,
-                                       interface=interface, region_id=self.region.region_id, url=url,
-                                       opts=in_region)
+                                       interface=interface, region_id=self.region.region_id,
+                                       url=s.endpoint_url(service_type, interface) or url, opts=in_region)
                 self._endpoint_list.append((service_type, interface, ep))
         self.users = {} if args.shared_service_users else self._own_service_users(name, args)
         self.endpoints = pulumi.Output.all(*[
@@ -83,13 +83,20 @@ class ServiceRegion(pulumi.ComponentResource):
             user_name = service_user_name(s, entry.name)
             user = identity.User(f"{name}-user-{user_name}", auth=args.auth, user_name=user_name,
                                  domain_id="default", password=passwords.apply(lambda p, e=entry.name: p[e]),
-                                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.region]))
+                                 name_suffix=_region_suffix(s, user_name), opts=pulumi.ResourceOptions(parent=self, depends_on=[self.region]))
             for role in entry.user_roles:
                 identity.RoleAssignment(f"{name}-user-{user_name}-{role}", auth=args.auth, user_id=user.id,
                                         project_id=args.service_project_id, role_name=role,
                                         opts=pulumi.ResourceOptions(parent=self))
             users[user_name] = user
         return users
+
+
+def _region_suffix(settings: Settings, user_name: str) -> Optional[str]:
+    """`-RegionTwo` when the user's name carries the region: the region's users are
+    then looked up with one listing."""
+    suffix = f"-{settings.region}"
+    return suffix if user_name.endswith(suffix) else None
 
 
 def _service_id(ids: dict, service_type: str) -> str:

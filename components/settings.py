@@ -26,7 +26,7 @@ HA_SECRET_KEYS = ("vrrpPassword", "haproxyStatsPassword", "erlangCookie")
 TLS_SECRET_KEYS = ("tlsCa", "tlsCertificate", "tlsPrivateKey")
 KNOWN_KEYS = {"region", "keystone", "services", "nodes", "endpointAddress", "nodeRoot", "serviceManager",
               "serviceUsers", "identity", "virtualenv", "memcachedServers", "ha", "adminOpenrc", "compute",
-              "network", "passwords", "adoptUntagged", "ssh", "plainHttp", *SECRET_KEYS, *HA_SECRET_KEYS,
+              "network", "passwords", "adoptUntagged", "ssh", "plainHttp", "endpointUrls", *SECRET_KEYS, *HA_SECRET_KEYS,
               *TLS_SECRET_KEYS}
 
 _REGION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
@@ -197,6 +197,9 @@ class Settings:
     adopt_untagged: bool = False  # take over Keystone records made outside the program
     plain_http: bool = False  # `plainHttp`: no TLS anywhere (only when the config says so)
     tls_given: bool = False  # the operator gave tlsCa, tlsCertificate and tlsPrivateKey
+    # `endpointUrls`: catalog URLs the operator sets instead of the derived ones, e.g. a
+    # public name in front of the region: (type, interface) -> URL.
+    endpoint_urls: tuple[tuple[tuple[str, str], str], ...] = ()
 
     @property
     def tls(self) -> bool:
@@ -231,6 +234,22 @@ class Settings:
     def service_address(self) -> str:
         """Where this region's APIs answer: endpointAddress, the HA VIP, or the first controller."""
         return self.endpoint_address or (self.ha.vip if self.ha else None) or self.controllers[0].address
+
+    @property
+    def memcached_list(self) -> str:
+        """The region's memcached as its clients list it: `memcachedServers`, or every
+        controller (else the service address) on 11211."""
+        return ",".join(self.memcached_servers or [f"{c.address}:11211" for c in self.controllers]
+                        or [f"{self.service_address}:11211"])
+
+    def runs_keystone(self, spec: NodeSpec) -> bool:
+        """Keystone runs on this node: the Keystone node, or with `ha` every controller."""
+        return self.hosts_keystone and (spec.name == self.keystone.node or (self.ha is not None
+                                                                            and "controller" in spec.roles))
+
+    def endpoint_url(self, service_type: str, interface: str) -> Optional[str]:
+        """The URL `endpointUrls` sets for this endpoint, or None (the derived one)."""
+        return dict(self.endpoint_urls).get((service_type, interface))
 
     def registry_roles(self, spec: NodeSpec) -> tuple[str, ...]:
         """The node's roles plus its compute driver's variant (registry/roles.py)."""
@@ -696,7 +715,38 @@ def parse(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset(), sta
                     virtualenv=virtualenv, memcached_servers=memcached, ha=ha, secrets_present=present,
                     admin_openrc=admin_openrc, compute=_parse_compute(raw), network=_parse_network(raw),
                     password_overrides=_parse_passwords(raw), adopt_untagged=_parse_flag(raw, "adoptUntagged"),
-                    plain_http=plain_http, tls_given=tls_given)
+                    plain_http=plain_http, tls_given=tls_given,
+                    endpoint_urls=_parse_endpoint_urls(raw, services))
+
+
+_ENDPOINT_URL = re.compile(r"^https?://[A-Za-z0-9.\[\]:-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?$")
+
+
+def _parse_endpoint_urls(raw: Mapping[str, Any], services: tuple[str, ...]) -> tuple:
+    """`endpointUrls: {image: {public: https://images.example.org:9292}}`: only the
+    catalog changes; the services still listen where the program runs them."""
+    given = _decode("endpointUrls", raw.get("endpointUrls", "{}"))
+    types = [t for t in services if t in registry.region_service_types()]
+    if not isinstance(given, dict):
+        raise ConfigError("endpointUrls", given, "a map of service type to a map of interface to URL, e.g. "
+                                                 "{image: {public: https://images.example.org:9292}}")
+    urls = []
+    for service_type, by_interface in given.items():
+        if service_type not in types:
+            raise ConfigError(f"endpointUrls.{service_type}", by_interface,
+                              f"a service type of this region: one of {', '.join(types) or '(none configured)'}")
+        if not isinstance(by_interface, dict):
+            raise ConfigError(f"endpointUrls.{service_type}", by_interface,
+                              f"a map of interface ({', '.join(registry.INTERFACES)}) to URL")
+        for interface, url in by_interface.items():
+            key = f"endpointUrls.{service_type}.{interface}"
+            if interface not in registry.INTERFACES:
+                raise ConfigError(key, url, f"an interface: one of {', '.join(registry.INTERFACES)}")
+            if not isinstance(url, str) or not _ENDPOINT_URL.match(url):
+                raise ConfigError(key, url, "an http:// or https:// URL: host, optional port and path, without "
+                                            "spaces, query or credentials")
+            urls.append(((service_type, interface), url))
+    return tuple(sorted(urls))
 
 
 def _parse_tls(raw: Mapping[str, Any], manager: str) -> tuple[bool, bool]:

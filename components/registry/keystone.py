@@ -8,13 +8,17 @@ PORT = 5000
 
 
 def keystone_conf(region: str, database_connection: str, config_dir: str, log_dir: str = "",
-                  memcached_servers: str = "") -> dict:
+                  memcached_servers: str = "", memcached_user: str = "", memcached_password: str = "") -> dict:
+    """`memcached_servers`: Keystone's cache (tokens, catalog, assignments), the region's
+    memcached; with `memcached_password`, as its SASL user."""
     return {
         "region": region,
         "database_connection": database_connection,
         "config_dir": config_dir,
         "log_dir": log_dir,  # "": to stderr, that is the journal
         "memcached_servers": memcached_servers,
+        "memcached_user": memcached_user,
+        "memcached_password": memcached_password,
     }
 
 

@@ -44,6 +44,7 @@ class FakeKeystone:
         self.fail_posts_with_500 = 0  # the next N POSTs fail before storing anything
         self.case_insensitive_ids = case_insensitive_ids  # MariaDB's collation
         self.roles: set[str] = set()
+        self.listings: dict = {}  # KeystoneApi's listing cache: one provider process
         self._ids = itertools.count(1)
 
     # --- what tests set up by hand ----------------------------------------------
@@ -54,6 +55,10 @@ class FakeKeystone:
 
     def of(self, collection: str, **match: Any) -> list[dict[str, Any]]:
         return [r for r in self.records[collection].values() if all(r.get(k) == v for k, v in match.items())]
+
+    def new_run(self) -> None:
+        """What the next `pulumi` command sees: a new provider process, no listing yet."""
+        self.listings.clear()
 
     def writes(self) -> list[tuple[str, str]]:
         return [c for c in self.calls if c[0] != "GET" and c[0] != "HEAD"]
@@ -76,8 +81,10 @@ class FakeKeystone:
         if id_:
             return {member: dict(self._lookup(collection, id_))}
         filters, _ = COLLECTIONS[collection]
+        suffix = params.get("name__endswith") if collection == "users" else None
         found = [dict(r) for r in self.records[collection].values()
-                 if all(k not in params or r.get(k) == params[k] for k in filters)]
+                 if all(k not in params or r.get(k) == params[k] for k in filters)
+                 and (suffix is None or str(r.get("name", "")).endswith(suffix))]
         return {collection: found}
 
     def post_once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +150,7 @@ class FakeApi(KeystoneApi):
 
     def __init__(self, fake: FakeKeystone):  # noqa: D107 - no session
         self._fake = fake
+        self._auth, self._base, self._listings = {}, "fake", fake.listings
 
     def get(self, path, **params):
         return self._fake.get(path, **params)

@@ -92,23 +92,20 @@ def test_a_500_before_anything_was_stored_is_posted_again(fake):
     assert [s["id"] for s in fake.of("services", type="image")] == [result.id]
 
 
-def test_a_record_another_stack_created_meanwhile_is_not_taken(fake, monkeypatch):
-    # Two stacks race for one user name: the POST meets 409, and the lookup names the winner.
-    provider = _UserProvider()
-    original = provider.find_existing
-    calls = []
+UNIQUE = [r for r in RECORDS if r[1] in ("regions", "domains", "projects", "users")]
 
-    def late_find(api, p):
-        calls.append(1)
-        if len(calls) == 1:  # before our POST: not there yet
-            fake.add("users", name="nova-RegionTwo", domain_id="default", **{OWNER_ATTR: OTHER})
-            return []
-        return original(api, p)
 
-    monkeypatch.setattr(provider, "find_existing", late_find)
-    with pytest.raises(OwnershipError, match=f"belongs to stack {OTHER}"):
-        provider.create(user())
-    assert len(fake.of("users", name="nova-RegionTwo")) == 1
+@pytest.mark.parametrize("provider,collection,make,key", UNIQUE, ids=[r[1] for r in UNIQUE])
+def test_a_record_another_stack_made_after_the_listing_is_refused_not_taken(fake, provider, collection, make, key):
+    # The run's shared listing (taken at check) does not hold it; another stack creates
+    # it before our POST. Keystone answers 409, and a fresh lookup names the winner.
+    p = make(fake)
+    assert provider().check({}, p).failures == []
+    fake.add(collection, **key, **{OWNER_ATTR: OTHER})
+    with pytest.raises(OwnershipError, match=OTHER):
+        provider().create(p)
+    assert len(fake.of(collection, **key)) == 1 and fake.of(collection, **key)[0][OWNER_ATTR] == OTHER
+    assert [c[0] for c in fake.writes()] == ["POST"]  # the refused POST only: nothing changed
 
 
 def test_a_hand_made_duplicate_service_is_neither_taken_nor_deleted(fake):
@@ -285,6 +282,7 @@ def test_a_refresh_never_makes_another_stacks_record_this_stacks(fake, provider,
     preview then stops naming B, A's update refuses, and A's destroy leaves it."""
     created = provider().create(make(fake))
     fake.records[collection][created.id][OWNER_ATTR] = OTHER
+    fake.new_run()
     refreshed = provider().read(created.id, created.outs)
     assert refreshed.outs["owner"] == ME and refreshed.outs[identity.FOREIGN_OWNER] == OTHER
     failures = provider().check(refreshed.inputs, make(fake)).failures
@@ -295,3 +293,31 @@ def test_a_refresh_never_makes_another_stacks_record_this_stacks(fake, provider,
     before = dict(fake.records[collection][created.id])
     provider().delete(created.id, refreshed.outs)
     assert fake.records[collection][created.id] == before
+
+
+def test_a_regions_records_share_one_listing_per_type(fake):
+    """A region's 29 records (issue 19): every check and create looks up through one
+    listing per record type and scope, so 4 reads (regions, this region's endpoints,
+    its users, the role) and the 29 writes; destroy reads the same listings once."""
+    services = [fake.add("services", type=t, name=t) for t in ("identity", "image", "network", "compute",
+                                                                "placement", "volumev3")]
+    records = [(_RegionProvider(), region())]
+    records += [(_EndpointProvider(), endpoint(s["id"], i)) for s in services for i in ("public", "internal", "admin")]
+    records += [(_UserProvider(), user(f"{n}-RegionTwo", name_suffix="-RegionTwo"))
+                for n in ("glance", "neutron", "nova", "placement", "cinder")]
+    for provider, p in records:
+        assert provider.check({}, p).failures == []
+    created = [(provider, provider.create(p)) for provider, p in records]
+    for _, result in created[-5:]:
+        _RoleAssignmentProvider().create(
+            {"auth": AUTH, "user_id": result.id, "project_id": "p-service", "role_name": "admin"})
+    gets = [c for c in fake.calls if c[0] == "GET"]
+    assert sorted(path for _, path in gets) == ["endpoints", "regions", "roles", "users"], gets
+    assert len(fake.writes()) == 29
+
+    fake.new_run()  # `pulumi destroy`: endpoints and users, then the region
+    fake.calls.clear()
+    for provider, result in reversed(created):
+        provider.delete(result.id, result.outs)
+    assert sorted(path for m, path in fake.calls if m == "GET") == ["endpoints", "regions", "users"]
+    assert len(fake.writes()) == 24 and not fake.of("endpoints", region_id="RegionTwo")

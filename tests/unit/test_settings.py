@@ -90,6 +90,15 @@ BAD = [
      "keystone.port"),
     # Lists given as a string.
     ("services as a string", {"services": json.dumps("image")}, "services"),
+    ("endpoint URL of a service the region lacks", {"endpointUrls": json.dumps(
+        {"network": {"public": "https://net.example.org:9696"}})}, "endpointUrls.network"),
+    ("endpoint URL of an unknown interface", {"endpointUrls": json.dumps(
+        {"image": {"private": "https://img.example.org"}})}, "endpointUrls.image.private"),
+    ("endpoint URL that is no URL", {"endpointUrls": json.dumps({"image": {"public": "img.example.org:9292"}})},
+     "endpointUrls.image.public"),
+    ("endpoint URL with a space", {"endpointUrls": json.dumps({"image": {"public": "https://img .example.org"}})},
+     "endpointUrls.image.public"),
+    ("endpoint URLs as a list", {"endpointUrls": json.dumps(["https://img.example.org"])}, "endpointUrls"),
     ("roles as a string", {"nodes": nodes(
         {"name": "ctl", "address": "10.0.0.1", "roles": "controller", "hostKey": KEY})}, "nodes[0].roles"),
     # MariaDB's grants name addresses (skip-name-resolve): a DNS name would fail every login.
@@ -142,9 +151,24 @@ BAD = [
     ("unknown role", {"nodes": nodes(
         {"name": "ctl", "address": "10.0.0.1", "roles": ["storage"], "hostKey": KEY})}, "nodes[0].roles"),
     ("services as a string", {"services": json.dumps("image")}, "services"),
+    ("endpoint URL of a service the region lacks", {"endpointUrls": json.dumps(
+        {"network": {"public": "https://net.example.org:9696"}})}, "endpointUrls.network"),
+    ("endpoint URL of an unknown interface", {"endpointUrls": json.dumps(
+        {"image": {"private": "https://img.example.org"}})}, "endpointUrls.image.private"),
+    ("endpoint URL that is no URL", {"endpointUrls": json.dumps({"image": {"public": "img.example.org:9292"}})},
+     "endpointUrls.image.public"),
+    ("endpoint URL with a space", {"endpointUrls": json.dumps({"image": {"public": "https://img .example.org"}})},
+     "endpointUrls.image.public"),
+    ("endpoint URLs as a list", {"endpointUrls": json.dumps(["https://img.example.org"])}, "endpointUrls"),
     ("project name not a string", {"identity": json.dumps({"domains": [{"name": "d", "projects": [42]}]})},
      "identity.domains[0].projects[0]"),
 ]
+
+
+def test_endpoint_urls_replace_only_the_endpoints_they_name():
+    s = parse(valid(endpointUrls=json.dumps({"image": {"public": "https://images.example.org:9292/v2"}})))
+    assert s.endpoint_url("image", "public") == "https://images.example.org:9292/v2"
+    assert s.endpoint_url("image", "internal") is None and s.endpoint_url("compute", "public") is None
 
 
 def test_compute_settings_parse():
