@@ -173,10 +173,13 @@ class AdminRegion(pulumi.ComponentResource):
                      f"--keep-alive 30 --pid {{pidfile}} --access-logfile {shlex.quote(log_dir)}/access.log "
                      f"--error-logfile {shlex.quote(log_dir)}/gunicorn.log "
                      f"{wsgi_module(unit_def)}:application")
-            unit = NodeUnit("keystone", files=[f.path for f in files], start=start, ready_url=local_url)
-            # Its cache first: started later (with the region's services), it would be
-            # marked dead by Keystone's first requests and not tried again for minutes.
-            units = [supervised_memcached(spec), unit]
+            # Its cache first, on a controller (where the region's memcached runs):
+            # started later (with the region's services), it would be marked dead by
+            # Keystone's first requests and not tried again for minutes.
+            cache = [supervised_memcached(spec)] if "controller" in spec.roles else []
+            unit = NodeUnit("keystone", files=[f.path for f in files], start=start, ready_url=local_url,
+                            needs=[u.name for u in cache])
+            units = [*cache, unit]
         else:
             install = None  # NodeSoftware installed it
             at = node_placeholders(s, spec)

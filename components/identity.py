@@ -42,6 +42,8 @@ OWNER_ATTR = "openstack_multiregion_owner"
 FOREIGN_OWNER = "foreign_owner"
 # Inputs that only say how to reach Keystone: a change is stored, never written.
 CREDENTIAL_KEYS = ("auth",)
+# A delete decides whose record it is from a listing at most this old (seconds).
+DELETE_LISTING_AGE = 10.0
 
 
 class OwnershipError(Exception):
@@ -134,10 +136,9 @@ class _Record(ResourceProvider):
     def find_existing(self, api: KeystoneApi, props: dict[str, Any], fresh: bool = False) -> list[dict[str, Any]]:
         """Records with this record's natural key: from the run's shared listing, or
         `fresh` from Keystone (after a POST whose outcome is unknown, or a 409)."""
-        if fresh:
+        found = None if fresh else api.listing(self.collection, **self.listing_filters(props))
+        if found is None:  # fresh, or a listing Keystone may have cut
             found = api.get(self.collection, **self.lookup_filters(props))[self.collection]
-        else:
-            found = api.listing(self.collection, **self.listing_filters(props))
         return [r for r in found if self.is_same(r, props)]
 
     def describe(self, props: dict[str, Any]) -> str:
@@ -244,21 +245,23 @@ class _Record(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         api = KeystoneApi(props["auth"])
-        taken: list[dict[str, Any]] = []
+        taken: list[tuple[dict[str, Any], bool]] = []  # (record found, after a 409)
 
-        def find(fresh: bool = True) -> Optional[dict[str, Any]]:
+        def find(after_conflict: bool = False, fresh: bool = True) -> Optional[dict[str, Any]]:
             record = self._find(api, props, fresh)
             if record is not None:
-                taken.append(record)
+                taken.append((record, after_conflict))
             return record
 
         existing = find(fresh=False)
         if existing is None:
             obj = api.create(self.collection, self.member, self.create_body(props), find)
             api.remember(self.collection, obj)
-            if not (taken and obj is taken[-1]) or obj.get(OWNER_ATTR) == props["owner"]:
+            found = next((conflict for record, conflict in taken if record is obj), None)
+            if found is None or (not found and obj.get(OWNER_ATTR) == props["owner"]):
                 # Posted, or found after a post whose answer was lost: it is what we
                 # sent (no other run of this stack runs now), so nothing to write again.
+                # Found after a 409, it is an earlier run's and may differ: patched below.
                 return CreateResult(obj["id"], self._outs(props, obj))
         else:
             obj = existing
@@ -288,10 +291,13 @@ class _Record(ResourceProvider):
         live = self._live_for_update(olds, news, live)
         return UpdateResult(self._outs(news, self._patch(api, id_, news, live)))
 
-    def _live(self, api: KeystoneApi, id_: str, props: dict[str, Any]) -> Optional[dict[str, Any]]:
+    def _live(self, api: KeystoneApi, id_: str, props: dict[str, Any],
+              max_age: Optional[float] = None) -> Optional[dict[str, Any]]:
         """Record `id_` as Keystone holds it, None when it is gone: from the run's shared
-        listing, or, when the listing does not hold it, from a GET of its own."""
-        listed = [r for r in api.listing(self.collection, **self.listing_filters(props)) if r.get("id") == id_]
+        listing (read at most `max_age` seconds ago), or, when the listing does not hold
+        it, from a GET of its own."""
+        listing = api.listing(self.collection, max_age=max_age, **self.listing_filters(props))
+        listed = [r for r in listing or [] if r.get("id") == id_]
         if listed:
             return listed[0]
         try:
@@ -324,7 +330,9 @@ class _Record(ResourceProvider):
         if not props.get("managed", True):
             return  # used, never owned: left as it is
         api = KeystoneApi(props["auth"])
-        live = self._live(api, id_, props)
+        # Whose record it is, read right before deleting: a listing from earlier in a
+        # long `up` could predate another stack registering the same id since.
+        live = self._live(api, id_, props, max_age=DELETE_LISTING_AGE)
         if live is None or not self._owned(props, live):
             return  # gone, or not (or no longer) this stack's: never deleted nor disabled
         self.before_delete(api, id_)
@@ -525,8 +533,10 @@ class _EndpointProvider(_Record):
     def made_by_bootstrap(self, api, props, record):
         if not props.get("bootstrap_region") or record.get("region_id") != props["bootstrap_region"]:
             return False
-        return any(s.get("id") == record["service_id"] and s.get("type") == "identity"
-                   for s in api.listing("services"))
+        services = api.listing("services")
+        if services is None:
+            services = [api.get(f"services/{record['service_id']}")["service"]]
+        return any(s.get("id") == record["service_id"] and s.get("type") == "identity" for s in services)
 
 
 class Endpoint(Resource, module="keystone", name="Endpoint"):
@@ -639,10 +649,11 @@ class _UserProvider(_Record):
     replace_on = ("domain_id",)
 
     # A region's users share one listing: its domain's users whose names end in the
-    # region's suffix (`-RegionTwo`), filtered by Keystone (`name__endswith`).
+    # region's suffix (`-RegionTwo`). Case-insensitive (`__iendswith`), Keystone filters
+    # them in its database, before it cuts the list; `is_same` compares exactly.
     def listing_filters(self, props):
         suffix = props.get("name_suffix")
-        return {"domain_id": props["domain_id"], **({"name__endswith": suffix} if suffix else {})}
+        return {"domain_id": props["domain_id"], **({"name__iendswith": suffix} if suffix else {})}
 
     def lookup_filters(self, props):
         return {"name": props["user_name"], "domain_id": props["domain_id"]}
@@ -694,7 +705,10 @@ class _RoleAssignmentProvider(ResourceProvider):
 
     @staticmethod
     def _role_id(api: KeystoneApi, role_name: str) -> str:
-        roles = [r for r in api.listing("roles", name=role_name) if r.get("name") == role_name]
+        listed = api.listing("roles", name=role_name)
+        if listed is None:
+            listed = api.get("roles", name=role_name)["roles"]
+        roles = [r for r in listed if r.get("name") == role_name]
         if not roles:
             raise ValueError(f"Keystone has no role named {role_name!r}")
         return roles[0]["id"]

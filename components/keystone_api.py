@@ -38,10 +38,57 @@ ConnectFailure = ks_exc.ConnectFailure
 _sessions: dict[str, ks_session.Session] = {}
 _lock = threading.Lock()
 
-# (credential, url, collection, filters) -> the records that one GET listed, and a lock
-# per key, so that resources asking at once wait for one request instead of sending many.
-_listings: dict[tuple, list[dict[str, Any]]] = {}
-_listing_locks: dict[tuple, threading.Lock] = {}
+# Keystone cuts a list it does not page: at `list_limit` where set (answering
+# `truncated: true`), and users and projects always at `[DEFAULT] max_db_limit` (1000
+# rows) without saying so. A listing that may be cut is not used.
+LISTING_CAP = 1000
+
+
+class ListingCache:
+    """One provider process's listings, keyed by (credential, URL, collection, filters),
+    and its own writes, so that a listing read while this process wrote still shows them.
+    Resources asking at once wait for one request (a lock per key)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listings: dict[tuple, tuple[float, Optional[list[dict[str, Any]]]]] = {}  # key -> (read at, records)
+        self._key_locks: dict[tuple, threading.Lock] = {}
+        self._journal: list[tuple[tuple, dict[str, Any], bool]] = []  # (credential, URL, collection), record, deleted
+
+    def read(self, key: tuple, max_age: Optional[float],
+             fetch: Callable[[], Optional[list[dict[str, Any]]]]) -> Optional[list[dict[str, Any]]]:
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                held = self._listings.get(key)
+                if held is not None and (max_age is None or time.monotonic() - held[0] <= max_age):
+                    return None if held[1] is None else list(held[1])
+                written_before = len(self._journal)
+            read_at = time.monotonic()
+            records = fetch()  # a failure caches nothing
+            with self._lock:
+                for scope, record, deleted in self._journal[written_before:]:
+                    if records is not None and scope == key[:3]:
+                        records = _applied(records, record, deleted, dict(key[3]))
+                self._listings[key] = (read_at, records)
+                return None if records is None else list(records)
+
+    def write(self, scope: tuple, record: dict[str, Any], deleted: bool) -> None:
+        with self._lock:
+            self._journal.append((scope, record, deleted))
+            for key, (read_at, records) in list(self._listings.items()):
+                if key[:3] == scope and records is not None:
+                    self._listings[key] = (read_at, _applied(records, record, deleted, dict(key[3])))
+
+
+def _applied(records: list[dict[str, Any]], record: dict[str, Any], deleted: bool,
+             params: dict[str, Any]) -> list[dict[str, Any]]:
+    kept = [r for r in records if r.get("id") != record.get("id")]
+    return kept if deleted or not _listed_by(record, params) else [*kept, record]
+
+
+_listings = ListingCache()  # this provider process's
 
 # Keys of the `auth` input every identity resource carries; `caCert` (PEM) is the CA
 # that verifies an https Keystone.
@@ -118,11 +165,11 @@ def outcome_unknown(err: Exception) -> bool:
 
 
 def _listed_by(record: dict[str, Any], params: dict[str, Any]) -> bool:
-    """Whether Keystone would list `record` with these filters (exact, or `__endswith`)."""
+    """Whether Keystone would list `record` with these filters (exact, or `__iendswith`)."""
     for name, value in params.items():
         attr, _, comparator = name.partition("__")
-        if comparator == "endswith":
-            if not str(record.get(attr, "")).endswith(str(value)):
+        if comparator == "iendswith":
+            if not str(record.get(attr, "")).lower().endswith(str(value).lower()):
                 return False
         elif record.get(attr) != value:
             return False
@@ -137,7 +184,7 @@ class KeystoneApi:
     def __init__(self, auth: dict[str, Any], quick: bool = False):
         self._session = session_for(auth)
         self._auth = auth
-        self._listings = _listings
+        self._cache = _listings
         self._base = auth["authUrl"].rstrip("/")
         self._retry = _QUICK if quick else {**_RETRY, "timeout": REQUEST_TIMEOUT}
 
@@ -147,35 +194,28 @@ class KeystoneApi:
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         return self._session.get(self._url(path), params=params or None, raise_exc=True, **self._retry).json()
 
-    def listing(self, collection: str, **params: Any) -> list[dict[str, Any]]:
-        """The records of `collection` that Keystone lists with `params`, from one GET
-        per provider process (a copy of it: `remember` and `forget` keep the shared one)."""
-        key = self._listing_key(collection, params)
-        with _lock:
-            lock = _listing_locks.setdefault(key, threading.Lock())
-        with lock:
-            if key not in self._listings:
-                self._listings[key] = self.get(collection, **params)[collection]
-        with _lock:
-            return list(self._listings[key])
+    def listing(self, collection: str, max_age: Optional[float] = None,
+                **params: Any) -> Optional[list[dict[str, Any]]]:
+        """The records of `collection` that Keystone lists with `params`, read once per
+        provider process (again when older than `max_age` seconds), with this process's
+        own writes applied. None when Keystone may have cut the list: the caller then
+        looks each record up alone."""
+        def fetch() -> Optional[list[dict[str, Any]]]:
+            body = self.get(collection, **params)
+            records = body[collection]
+            return None if body.get("truncated") or len(records) >= LISTING_CAP else records
+        return self._cache.read(self._listing_key(collection, params), max_age, fetch)
 
     def _listing_key(self, collection: str, params: dict[str, Any]) -> tuple:
         return (_cache_key(self._auth), self._base, collection, tuple(sorted(params.items())))
 
     def remember(self, collection: str, record: dict[str, Any]) -> None:
-        """Apply this process's own create to the cached listings of `collection` that
-        would list the record."""
-        with _lock:
-            for key, records in self._listings.items():
-                if key[:3] == self._listing_key(collection, {})[:3] and _listed_by(record, dict(key[3])):
-                    records.append(record)
+        """This process created (or took) `record`: the listings that would list it do."""
+        self._cache.write(self._listing_key(collection, {})[:3], record, deleted=False)
 
     def forget(self, collection: str, id_: str) -> None:
-        """Apply this process's own delete to the cached listings of `collection`."""
-        with _lock:
-            for key, records in self._listings.items():
-                if key[:3] == self._listing_key(collection, {})[:3]:
-                    records[:] = [r for r in records if r.get("id") != id_]
+        """This process deleted record `id_`: no listing holds it any more."""
+        self._cache.write(self._listing_key(collection, {})[:3], {"id": id_}, deleted=True)
 
     def post_once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """One POST, never repeated by keystoneauth (see `create`)."""
@@ -183,16 +223,16 @@ class KeystoneApi:
                                   **_NO_RETRY).json()
 
     def create(self, collection: str, member: str, body: dict[str, Any],
-               find: Callable[[], Optional[dict[str, Any]]],
+               find: Callable[..., Optional[dict[str, Any]]],
                sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
         """POST `body` to `collection` and return the created record, idempotently.
 
-        `find` looks the record up by its natural key and returns it when this
-        stack may take it (its owner, or untagged where adoption is allowed), None
-        when there is none, and raises when another stack owns it. It runs before
-        every repeated POST, so a POST that reached Keystone but whose answer was
-        lost, and a record another run created meanwhile (409), are taken instead
-        of duplicated."""
+        `find(after_conflict)` looks the record up by its natural key and returns it
+        when this stack may take it (its owner, or untagged where adoption is
+        allowed), None when there is none, and raises when another stack owns it. It
+        runs before every repeated POST, so a POST that reached Keystone but whose
+        answer was lost, and a record another run created meanwhile (409,
+        `after_conflict`), are taken instead of duplicated."""
         last: Optional[Exception] = None
         for attempt in range(CREATE_ATTEMPTS):
             if attempt:
@@ -205,7 +245,7 @@ class KeystoneApi:
             except ks_exc.Conflict:
                 # Someone holds the natural key (an earlier attempt of ours, or another
                 # run): `find` takes it or names its owner; posting again cannot help.
-                found = find()
+                found = find(after_conflict=True)
                 if found is not None:
                     return found
                 raise

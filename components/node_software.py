@@ -50,15 +50,9 @@ class NodeSoftwareArgs:
 def node_services(settings: Settings, spec: NodeSpec) -> list[registry.ServiceDefinition]:
     """The registry entries that run on this node (Keystone on the Keystone node)."""
     entries = [e for e in registry.selected(settings.services) if e.runs_on(settings.registry_roles(spec))]
-    if runs_keystone(settings, spec):
+    if settings.runs_keystone(spec):
         entries.insert(0, registry.KEYSTONE)
     return entries
-
-
-def runs_keystone(settings: Settings, spec: NodeSpec) -> bool:
-    if not settings.hosts_keystone:
-        return False
-    return spec.name == settings.keystone.node or bool(settings.ha and "controller" in spec.roles)
 
 
 def apt_packages(settings: Settings, spec: NodeSpec) -> list[str]:

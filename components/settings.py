@@ -719,32 +719,36 @@ def parse(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset(), sta
                     endpoint_urls=_parse_endpoint_urls(raw, services))
 
 
-_ENDPOINT_URL = re.compile(r"^https?://[A-Za-z0-9.\[\]:-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?$")
+# host, optional port and path; `%(project_id)s` / `%(tenant_id)s` are the only
+# substitutions Keystone makes in a catalog URL.
+_ENDPOINT_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/([A-Za-z0-9._~/-]|%\((project_id|tenant_id)\)s)*)?$")
 
 
 def _parse_endpoint_urls(raw: Mapping[str, Any], services: tuple[str, ...]) -> tuple:
     """`endpointUrls: {image: {public: https://images.example.org:9292}}`: only the
-    catalog changes; the services still listen where the program runs them."""
+    catalog changes; the services still listen where the program runs them. A refused
+    value is not shown: a URL may carry credentials."""
     given = _decode("endpointUrls", raw.get("endpointUrls", "{}"))
     types = [t for t in services if t in registry.region_service_types()]
     if not isinstance(given, dict):
-        raise ConfigError("endpointUrls", given, "a map of service type to a map of interface to URL, e.g. "
-                                                 "{image: {public: https://images.example.org:9292}}")
+        raise ConfigError("endpointUrls", "[not shown]", "a map of service type to a map of interface to URL, e.g. "
+                                                         "{image: {public: https://images.example.org:9292}}")
     urls = []
     for service_type, by_interface in given.items():
+        key = f"endpointUrls.{service_type}"
         if service_type not in types:
-            raise ConfigError(f"endpointUrls.{service_type}", by_interface,
+            raise ConfigError(key, "[not shown]",
                               f"a service type of this region: one of {', '.join(types) or '(none configured)'}")
         if not isinstance(by_interface, dict):
-            raise ConfigError(f"endpointUrls.{service_type}", by_interface,
-                              f"a map of interface ({', '.join(registry.INTERFACES)}) to URL")
+            raise ConfigError(key, "[not shown]", f"a map of interface ({', '.join(registry.INTERFACES)}) to URL")
         for interface, url in by_interface.items():
-            key = f"endpointUrls.{service_type}.{interface}"
             if interface not in registry.INTERFACES:
-                raise ConfigError(key, url, f"an interface: one of {', '.join(registry.INTERFACES)}")
+                raise ConfigError(f"{key}.{interface}", "[not shown]",
+                                  f"an interface: one of {', '.join(registry.INTERFACES)}")
             if not isinstance(url, str) or not _ENDPOINT_URL.match(url):
-                raise ConfigError(key, url, "an http:// or https:// URL: host, optional port and path, without "
-                                            "spaces, query or credentials")
+                raise ConfigError(f"{key}.{interface}", "[not shown]",
+                                  "an http:// or https:// URL: a host name or IPv4 address, optional port and path "
+                                  "(letters, digits, . _ ~ / - and %(project_id)s), no credentials, query or spaces")
             urls.append(((service_type, interface), url))
     return tuple(sorted(urls))
 

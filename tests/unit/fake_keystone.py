@@ -14,7 +14,7 @@ from typing import Any
 
 from keystoneauth1 import exceptions as ks_exc
 
-from components.keystone_api import KeystoneApi
+from components.keystone_api import KeystoneApi, ListingCache
 
 # collection -> (filters Keystone applies, unique key or None)
 COLLECTIONS = {
@@ -44,7 +44,8 @@ class FakeKeystone:
         self.fail_posts_with_500 = 0  # the next N POSTs fail before storing anything
         self.case_insensitive_ids = case_insensitive_ids  # MariaDB's collation
         self.roles: set[str] = set()
-        self.listings: dict = {}  # KeystoneApi's listing cache: one provider process
+        self.listing_cache = ListingCache()  # KeystoneApi's: one provider process
+        self.max_db_limit = 1000  # Keystone cuts user and project lists here, silently
         self._ids = itertools.count(1)
 
     # --- what tests set up by hand ----------------------------------------------
@@ -58,7 +59,7 @@ class FakeKeystone:
 
     def new_run(self) -> None:
         """What the next `pulumi` command sees: a new provider process, no listing yet."""
-        self.listings.clear()
+        self.listing_cache = ListingCache()
 
     def writes(self) -> list[tuple[str, str]]:
         return [c for c in self.calls if c[0] != "GET" and c[0] != "HEAD"]
@@ -81,10 +82,12 @@ class FakeKeystone:
         if id_:
             return {member: dict(self._lookup(collection, id_))}
         filters, _ = COLLECTIONS[collection]
-        suffix = params.get("name__endswith") if collection == "users" else None
+        suffix = params.get("name__iendswith") if collection == "users" else None
         found = [dict(r) for r in self.records[collection].values()
                  if all(k not in params or r.get(k) == params[k] for k in filters)
-                 and (suffix is None or str(r.get("name", "")).endswith(suffix))]
+                 and (suffix is None or str(r.get("name", "")).lower().endswith(suffix.lower()))]
+        if collection in ("users", "projects"):
+            found = found[:self.max_db_limit]
         return {collection: found}
 
     def post_once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -150,7 +153,7 @@ class FakeApi(KeystoneApi):
 
     def __init__(self, fake: FakeKeystone):  # noqa: D107 - no session
         self._fake = fake
-        self._auth, self._base, self._listings = {}, "fake", fake.listings
+        self._auth, self._base, self._cache = {}, "fake", fake.listing_cache
 
     def get(self, path, **params):
         return self._fake.get(path, **params)

@@ -321,3 +321,55 @@ def test_a_regions_records_share_one_listing_per_type(fake):
         provider.delete(result.id, result.outs)
     assert sorted(path for m, path in fake.calls if m == "GET") == ["endpoints", "regions", "users"]
     assert len(fake.writes()) == 24 and not fake.of("endpoints", region_id="RegionTwo")
+
+
+def test_a_listing_keystone_may_have_cut_is_not_used(fake, monkeypatch):
+    """Keystone cuts users and projects at max_db_limit (1000) without saying so: a
+    listing that long (or `truncated`) is not trusted, each record is looked up alone."""
+    from components import keystone_api
+    monkeypatch.setattr(keystone_api, "LISTING_CAP", 3)
+    fake.max_db_limit = 3
+    for i in range(3):
+        fake.add("users", name=f"other-{i}-RegionTwo", domain_id="default")
+    theirs = fake.add("users", name="nova-RegionTwo", domain_id="default", **{OWNER_ATTR: OTHER})  # listed 4th
+    p = user(name_suffix="-RegionTwo")
+    [failure] = _UserProvider().check({}, p).failures
+    assert OTHER in failure.reason
+    assert ("GET", "users") in fake.calls and len(fake.of("users", id=theirs["id"])) == 1
+
+
+def test_an_earlier_runs_record_met_by_409_is_brought_to_the_config(fake):
+    """The run's listing missed this stack's own record (made by an earlier run after the
+    listing was read): the POST meets 409, and the record is taken and patched, never
+    left as it was nor posted twice."""
+    p = project(description="wanted")
+    assert _ProjectProvider().check({}, p).failures == []
+    mine = fake.add("projects", name="service", domain_id="default", description="old", **{OWNER_ATTR: ME})
+    result = _ProjectProvider().create(p)
+    assert result.id == mine["id"] and fake.records["projects"][mine["id"]]["description"] == "wanted"
+    assert [c[0] for c in fake.writes()] == ["POST", "PATCH"]
+
+
+def test_a_delete_reads_whose_record_it_is_right_before(fake, monkeypatch):
+    """A listing older than DELETE_LISTING_AGE is read again before a delete: a region
+    another stack registered under the same id since (deleted by hand in between) is
+    left alone, though this run's earlier listing still showed it as this stack's."""
+    monkeypatch.setattr(identity, "DELETE_LISTING_AGE", 0.0)
+    created = _RegionProvider().create(region())
+    fake.records["regions"]["RegionTwo"][OWNER_ATTR] = OTHER  # the listing still says ME
+    _RegionProvider().delete(created.id, created.outs)
+    assert "RegionTwo" in fake.records["regions"] and not [c for c in fake.calls if c[0] == "DELETE"]
+
+
+def test_a_listing_read_while_this_process_writes_shows_the_write():
+    from components.keystone_api import ListingCache
+    cache = ListingCache()
+    key = ("cred", "url", "users", (("domain_id", "default"),))
+
+    def fetch():  # Keystone answered before another thread's create landed
+        cache.write(key[:3], {"id": "u1", "domain_id": "default"}, deleted=False)
+        return []
+
+    assert [r["id"] for r in cache.read(key, None, fetch)] == ["u1"]
+    cache.write(key[:3], {"id": "u1"}, deleted=True)
+    assert cache.read(key, None, lambda: pytest.fail("read again")) == []

@@ -99,6 +99,8 @@ BAD = [
     ("endpoint URL with a space", {"endpointUrls": json.dumps({"image": {"public": "https://img .example.org"}})},
      "endpointUrls.image.public"),
     ("endpoint URLs as a list", {"endpointUrls": json.dumps(["https://img.example.org"])}, "endpointUrls"),
+    ("endpoint URL with a percent sign", {"endpointUrls": json.dumps({"image": {"public": "https://img/a%20b"}})},
+     "endpointUrls.image.public"),
     ("roles as a string", {"nodes": nodes(
         {"name": "ctl", "address": "10.0.0.1", "roles": "controller", "hostKey": KEY})}, "nodes[0].roles"),
     # MariaDB's grants name addresses (skip-name-resolve): a DNS name would fail every login.
@@ -160,15 +162,25 @@ BAD = [
     ("endpoint URL with a space", {"endpointUrls": json.dumps({"image": {"public": "https://img .example.org"}})},
      "endpointUrls.image.public"),
     ("endpoint URLs as a list", {"endpointUrls": json.dumps(["https://img.example.org"])}, "endpointUrls"),
+    ("endpoint URL with a percent sign", {"endpointUrls": json.dumps({"image": {"public": "https://img/a%20b"}})},
+     "endpointUrls.image.public"),
     ("project name not a string", {"identity": json.dumps({"domains": [{"name": "d", "projects": [42]}]})},
      "identity.domains[0].projects[0]"),
 ]
 
 
 def test_endpoint_urls_replace_only_the_endpoints_they_name():
-    s = parse(valid(endpointUrls=json.dumps({"image": {"public": "https://images.example.org:9292/v2"}})))
+    s = parse(valid(endpointUrls=json.dumps({"image": {"public": "https://images.example.org:9292/v2"},
+                                             "compute": {"admin": "http://10.0.0.9:8774/v2.1/%(project_id)s"}})))
     assert s.endpoint_url("image", "public") == "https://images.example.org:9292/v2"
+    assert s.endpoint_url("compute", "admin") == "http://10.0.0.9:8774/v2.1/%(project_id)s"
     assert s.endpoint_url("image", "internal") is None and s.endpoint_url("compute", "public") is None
+
+
+def test_an_endpoint_url_with_credentials_is_refused_without_showing_them():
+    with pytest.raises(ConfigError) as err:
+        parse(valid(endpointUrls=json.dumps({"image": {"public": "https://admin:URL-CANARY@img.example.org"}})))
+    assert err.value.key == "endpointUrls.image.public" and "URL-CANARY" not in str(err.value)
 
 
 def test_compute_settings_parse():
