@@ -153,17 +153,6 @@ BAD = [
     ("unknown role", {"nodes": nodes(
         {"name": "ctl", "address": "10.0.0.1", "roles": ["storage"], "hostKey": KEY})}, "nodes[0].roles"),
     ("services as a string", {"services": json.dumps("image")}, "services"),
-    ("endpoint URL of a service the region lacks", {"endpointUrls": json.dumps(
-        {"network": {"public": "https://net.example.org:9696"}})}, "endpointUrls.network"),
-    ("endpoint URL of an unknown interface", {"endpointUrls": json.dumps(
-        {"image": {"private": "https://img.example.org"}})}, "endpointUrls.image.private"),
-    ("endpoint URL that is no URL", {"endpointUrls": json.dumps({"image": {"public": "img.example.org:9292"}})},
-     "endpointUrls.image.public"),
-    ("endpoint URL with a space", {"endpointUrls": json.dumps({"image": {"public": "https://img .example.org"}})},
-     "endpointUrls.image.public"),
-    ("endpoint URLs as a list", {"endpointUrls": json.dumps(["https://img.example.org"])}, "endpointUrls"),
-    ("endpoint URL with a percent sign", {"endpointUrls": json.dumps({"image": {"public": "https://img/a%20b"}})},
-     "endpointUrls.image.public"),
     ("project name not a string", {"identity": json.dumps({"domains": [{"name": "d", "projects": [42]}]})},
      "identity.domains[0].projects[0]"),
 ]
